@@ -1,0 +1,3 @@
+from nava_dub.cli import main
+
+main()

@@ -1,0 +1,198 @@
+"""The command line: parses options, draws progress and tables, renders errors, maps them to exit codes.
+
+Nothing heavy is imported at module level, so `nava-dub --help` stays fast; each command imports
+the pipeline when it runs. Results (and --json) go to stdout, everything else to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from nava_dub import __version__
+from nava_dub.errors import DubError, UsageError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+app = typer.Typer(
+    name="nava-dub",
+    help="Re-voice the speech in a video with a reference voice, lips in sync, using the NAVA model.\n\n"
+         "[bold]nava-dub INPUT --ref VOICE.wav -o OUT.mp4[/bold] runs the whole dub; the commands below "
+         "run its parts.",
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+COMMANDS = ("dub", "plan", "transcribe", "check", "generate", "batch")
+ADVANCED = "Advanced"
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show debug details and tracebacks.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Show no progress, only results and errors.")]
+WeightsDir = Annotated[Path, typer.Option("--weights", envvar="NAVA_DUB_WEIGHTS",
+                                          help="Folder holding the model files (see weights/README.md).")]
+TranscriptOpt = Annotated[Path | None, typer.Option(
+    "--transcript", "-t", help="Use this transcript (.json or .srt, e.g. edited or translated) instead of recognising speech.")]
+SpeakersOpt = Annotated[str | None, typer.Option(
+    "--speakers", help="Comma-separated speakers to re-voice (default: all).")]
+LanguageOpt = Annotated[str | None, typer.Option("--language", help="Spoken language code (default: detect).")]
+NumSpeakersOpt = Annotated[int | None, typer.Option("--num-speakers", min=1, help="How many speakers (default: detect).",
+                                                     rich_help_panel=ADVANCED)]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.", rich_help_panel=ADVANCED)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: `nava-dub INPUT ...` without a command means `nava-dub dub INPUT ...`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-") and args[0] not in COMMANDS:
+        args.insert(0, "dub")
+    app(args=args, prog_name="nava-dub")
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:
+        out.print(f"nava-dub {__version__}")
+        raise typer.Exit(0)
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+@contextmanager
+def reporting(verbose: bool):
+    """Turn failures into one `error:` line (and a `help:` line), with the right exit code."""
+    try:
+        yield
+    except DubError as e:
+        err.print(f"[bold red]error:[/] {e.message}", highlight=False, markup=True)
+        if e.hint:
+            err.print(f"[bold cyan]help:[/] {e.hint}", highlight=False)
+        if verbose:
+            err.print("".join(traceback.format_exception(e)), markup=False, highlight=False)
+        raise typer.Exit(e.exit_code) from None
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("[bold red]error:[/] interrupted; nothing was written to the output path")
+        raise typer.Exit(130) from None
+    except Exception as e:  # a bug: say so, show the cause, ask for a report
+        err.print(f"[bold red]error:[/] nava-dub failed unexpectedly: {type(e).__name__}: {e}", markup=True,
+                  highlight=False)
+        cause = e.__cause__ or e.__context__
+        while cause is not None:
+            err.print(f"  cause: {type(cause).__name__}: {cause}", markup=False, highlight=False)
+            cause = cause.__cause__ or cause.__context__
+        if verbose:
+            err.print("".join(traceback.format_exception(e)), markup=False, highlight=False)
+        else:
+            err.print("[bold cyan]help:[/] run again with -v and report the output as an issue")
+        raise typer.Exit(1) from None
+
+
+def progress_reporter(quiet: bool):
+    from nava_dub.render import make_reporter
+    return make_reporter(err, quiet)
+
+
+def _speakers(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    if not names:
+        raise UsageError(f"--speakers {value!r} names no speaker", "e.g. --speakers SPEAKER_00,SPEAKER_01")
+    return names
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+@app.command()
+def plan(
+    input: Annotated[Path, typer.Argument(help="The video to dub.", show_default=False)],
+    transcript: TranscriptOpt = None,
+    speakers: SpeakersOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (see README).")] = False,
+    language: LanguageOpt = None,
+    num_speakers: NumSpeakersOpt = None,
+    weights: WeightsDir = Path("weights"),
+    device: DeviceOpt = "auto",
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Show the transcript, the speakers and the generation windows, without loading NAVA."""
+    with reporting(verbose):
+        from nava_dub import pipeline
+        from nava_dub.options import PlanOptions
+        from nava_dub.speech_options import SpeechOptions
+        result = pipeline.plan_input(
+            input, transcript_path=transcript, weights_dir=weights,
+            speech=SpeechOptions(language=language, num_speakers=num_speakers, device=device),
+            plan_options=PlanOptions(speakers=_speakers(speakers)), progress=progress_reporter(quiet or as_json))
+        if as_json:
+            out.print_json(json.dumps(pipeline.plan_summary(result)), indent=2)
+        else:
+            from nava_dub.render import render_plan
+            render_plan(out, result)
+
+
+@app.command()
+def transcribe(
+    input: Annotated[Path, typer.Argument(help="The video (or audio) to transcribe.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the transcript (.json or .srt).")],
+    language: LanguageOpt = None,
+    num_speakers: NumSpeakersOpt = None,
+    weights: WeightsDir = Path("weights"),
+    device: DeviceOpt = "auto",
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Recognise the speech and the speakers, and write a transcript an editor can change and feed back."""
+    with reporting(verbose):
+        from nava_dub import pipeline
+        from nava_dub.speech_options import SpeechOptions
+        from nava_dub.transcript import write_transcript
+        if output.suffix.lower() not in (".json", ".srt"):
+            raise UsageError(f"unknown transcript format {output.suffix!r}: {output}", "name the output .json or .srt")
+        analysis = pipeline.analyse(
+            input, transcript_path=None, weights_dir=weights,
+            speech=SpeechOptions(language=language, num_speakers=num_speakers, device=device),
+            progress=progress_reporter(quiet))
+        write_transcript(output, analysis.spans)
+        out.print(f"{output}: {len(analysis.spans)} spans, speakers {', '.join(analysis.speakers) or '-'}",
+                  highlight=False)
+
+
+@app.command()
+def check(
+    weights: WeightsDir = Path("weights"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Check ffmpeg, the GPU and every weight file (found, missing or wrong), before anything is loaded."""
+    with reporting(verbose):
+        from nava_dub.system import system_report
+        from nava_dub.weights import check_weights
+        statuses = check_weights(weights)
+        system = system_report()
+        problems = [s for s in statuses if s.state in ("missing", "wrong")] + \
+                   [name for name, ok, _ in system.tools if not ok]
+        if as_json:
+            out.print_json(json.dumps({
+                "weights_dir": str(weights),
+                "files": [{"component": s.file.component, "path": str(s.path), "state": s.state,
+                           "size_bytes": s.size_bytes, "detail": s.detail} for s in statuses],
+                "tools": [{"name": n, "ok": ok, "detail": d} for n, ok, d in system.tools],
+                "gpus": [g.__dict__ for g in system.gpus],
+                "ok": not problems}))
+        else:
+            from nava_dub.render import render_check
+            render_check(out, weights, statuses, system)
+        if problems:
+            raise typer.Exit(1)

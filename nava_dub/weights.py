@@ -1,0 +1,128 @@
+"""The weights folder: one manifest naming every file of the official release, and checks on it.
+
+Everything here is cheap (sizes and file headers); nothing loads gigabytes. Loading itself is
+done by each component's loader once `check_weights` has said the files are there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from nava_dub.errors import WeightsError
+
+GB = 1000**3
+MB = 1000**2
+ENV_VAR = "NAVA_DUB_WEIGHTS"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    component: str
+    relpath: str
+    approx_bytes: int          # what the release ships; a file far from it is the wrong file
+    kind: str                  # "safetensors", "pth" (torch zip), "dir"
+    alternative_of: str = ""   # satisfied if this file or the named one is present
+
+
+MANIFEST: tuple[WeightFile, ...] = (
+    WeightFile("transformer", "NAVA.safetensors", int(25.19 * GB), "safetensors", alternative_of="NAVA_fp8.safetensors"),
+    WeightFile("transformer", "NAVA_fp8.safetensors", int(6.94 * GB), "safetensors", alternative_of="NAVA.safetensors"),
+    WeightFile("video_vae", "Wan2.2-TI2V-5B/Wan2.2_VAE.pth", int(2.82 * GB), "pth"),
+    WeightFile("text_encoder", "Wan2.2-TI2V-5B/models_t5_umt5-xxl-enc-bf16.pth", int(11.36 * GB), "pth"),
+    WeightFile("tokenizer", "Wan2.2-TI2V-5B/google/umt5-xxl", 0, "dir"),
+    WeightFile("audio_vae", "params/LTX2/ltx-2.3-22b-dev_audio_vae.safetensors", 348 * MB, "safetensors"),
+    WeightFile("speaker_encoder", "M-vb2+vox2+cnc-ft_mix.pt", 0, "pth"),
+)
+SIZE_TOLERANCE = 0.10   # sizes are from the release notes, not byte-exact: allow 10 %
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    file: WeightFile
+    path: Path
+    state: str                 # "found", "missing", "wrong", "optional"
+    size_bytes: int | None
+    detail: str = ""
+
+
+def weights_dir(value: str | os.PathLike | None = None) -> Path:
+    """--weights, else $NAVA_DUB_WEIGHTS, else ./weights."""
+    return Path(value or os.environ.get(ENV_VAR) or "weights")
+
+
+def check_weights(root: Path) -> tuple[FileStatus, ...]:
+    """The state of every manifest file under root, from sizes and headers only."""
+    statuses = [_status(root, f) for f in MANIFEST]
+    present = {s.file.relpath for s in statuses if s.state == "found"}
+    return tuple(
+        FileStatus(s.file, s.path, "optional", s.size_bytes, f"not needed: {s.file.alternative_of} is present")
+        if s.state == "missing" and s.file.alternative_of in present else s
+        for s in statuses)
+
+
+def require_weights(root: Path, components: set[str]) -> dict[str, Path]:
+    """Paths of the files the named components need, or a WeightsError naming the first problem."""
+    if not root.is_dir():
+        raise WeightsError(f"weights folder not found: {root}",
+                           f"put the model files there (see weights/README.md) or pass --weights / set {ENV_VAR}")
+    chosen: dict[str, Path] = {}
+    for status in check_weights(root):
+        if status.file.component not in components or status.state == "optional":
+            continue
+        if status.state != "found":
+            raise WeightsError(f"{status.file.component} weights {status.state}: {status.path}"
+                               + (f" ({status.detail})" if status.detail else ""),
+                               "download the official release file into that path, then run `nava-dub check`")
+        chosen.setdefault(status.file.component, status.path)
+    return chosen
+
+
+def _status(root: Path, file: WeightFile) -> FileStatus:
+    path = root / file.relpath
+    if file.kind == "dir":
+        if not path.is_dir():
+            return FileStatus(file, path, "missing", None)
+        found = {p.name for p in path.iterdir()}
+        ok = "spiece.model" in found or "tokenizer.json" in found
+        return FileStatus(file, path, "found" if ok else "wrong", None,
+                          "" if ok else "no spiece.model or tokenizer.json inside")
+    if not path.is_file():
+        return FileStatus(file, path, "missing", None)
+    size = path.stat().st_size
+    problem = _header_problem(path, file.kind)
+    if not problem and file.approx_bytes and abs(size - file.approx_bytes) > SIZE_TOLERANCE * file.approx_bytes:
+        problem = f"size {size / GB:.2f} GB, expected about {file.approx_bytes / GB:.2f} GB"
+    return FileStatus(file, path, "wrong" if problem else "found", size, problem)
+
+
+def _header_problem(path: Path, kind: str) -> str:
+    if kind == "safetensors":
+        return safetensors_header_problem(path)
+    if kind == "pth" and not zipfile.is_zipfile(path):
+        return "not a torch checkpoint (zip) file"
+    return ""
+
+
+def safetensors_header_problem(path: Path) -> str:
+    """'' if path starts with a well-formed safetensors header whose data fits in the file."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return "file is too short to be safetensors"
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > min(size - 8, 100 * MB):
+            return f"corrupted safetensors header (claims {header_len} header bytes in a {size}-byte file)"
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return "corrupted safetensors header (not JSON)"
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    if ends and 8 + header_len + max(ends) > size:
+        return f"truncated: the header needs {8 + header_len + max(ends)} bytes, the file has {size}"
+    return ""

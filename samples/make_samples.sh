@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Rebuilds the sample clips from scratch with espeak-ng and ffmpeg (no downloads, no licences to track).
+set -euo pipefail
+cd "$(dirname "$0")"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+espeak-ng -v en-us -s 150 -w "$tmp/a1.wav" "Good morning everyone. Today we will talk about the weather and the mountains."
+espeak-ng -v en-gb+f3 -p 70 -s 140 -w "$tmp/b1.wav" "That sounds wonderful. I love the mountains in the spring."
+espeak-ng -v en-us -s 150 -w "$tmp/a2.wav" "Then let us begin with the northern valleys."
+ffmpeg -hide_banner -loglevel error -y -i "$tmp/a1.wav" -i "$tmp/b1.wav" -i "$tmp/a2.wav" \
+  -f lavfi -t 0.8 -i anullsrc=r=22050:cl=mono \
+  -filter_complex "[3:a]asplit=3[s1][s2][s3];[s1][0:a][s2][1:a][s3][2:a]concat=n=6:v=0:a=1,aresample=48000[a]" \
+  -map "[a]" "$tmp/dialog.wav"
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i "smptehdbars=size=640x360:rate=30" -i "$tmp/dialog.wav" \
+  -map 0:v -map 1:a -shortest -c:v libx264 -preset veryslow -crf 30 -pix_fmt yuv420p \
+  -c:a aac -b:a 64k -ac 2 -metadata title="nava-dub sample: two voices" two_voices.mp4
+echo "wrote $(pwd)/two_voices.mp4"
