@@ -102,6 +102,14 @@ def progress_reporter(quiet: bool):
     return make_reporter(err, quiet)
 
 
+def _speech_options(language: str | None, device: str):
+    from nava_dub.transcribe import SpeechOptions
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return SpeechOptions(language=language, device=device)
+
+
 def _speakers(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -130,10 +138,9 @@ def plan(
     with reporting(verbose):
         from nava_dub import pipeline
         from nava_dub.options import PlanOptions
-        from nava_dub.speech_options import SpeechOptions
         result = pipeline.plan_input(
-            input, transcript_path=transcript, weights_dir=weights,
-            speech=SpeechOptions(language=language, num_speakers=num_speakers, device=device),
+            input, transcript_path=transcript,
+            speech=pipeline.SpeechStack(weights, _speech_options(language, device)), n_speakers=num_speakers,
             plan_options=PlanOptions(speakers=_speakers(speakers)), progress=progress_reporter(quiet or as_json))
         if as_json:
             out.print_json(json.dumps(pipeline.plan_summary(result)), indent=2)
@@ -156,13 +163,12 @@ def transcribe(
     """Recognise the speech and the speakers, and write a transcript an editor can change and feed back."""
     with reporting(verbose):
         from nava_dub import pipeline
-        from nava_dub.speech_options import SpeechOptions
         from nava_dub.transcript import write_transcript
         if output.suffix.lower() not in (".json", ".srt"):
             raise UsageError(f"unknown transcript format {output.suffix!r}: {output}", "name the output .json or .srt")
         analysis = pipeline.analyse(
-            input, transcript_path=None, weights_dir=weights,
-            speech=SpeechOptions(language=language, num_speakers=num_speakers, device=device),
+            input, transcript_path=None,
+            speech=pipeline.SpeechStack(weights, _speech_options(language, device)), n_speakers=num_speakers,
             progress=progress_reporter(quiet))
         write_transcript(output, analysis.spans)
         out.print(f"{output}: {len(analysis.spans)} spans, speakers {', '.join(analysis.speakers) or '-'}",

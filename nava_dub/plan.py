@@ -120,7 +120,7 @@ def _place(group: list[Span], lower: int, upper: int, total_frames: int,
 
     Only the margins yield to the neighbours, never the speech itself: when two spans are closer
     than the 4-frame step of window lengths, the window reaches a few frames past the bound and
-    the neighbours overlap slightly (the stitcher crossfades there).
+    the neighbours overlap by at most 4 frames (the stitcher crossfades there).
     """
     core_start = seconds_to_frames_floor(group[0].start_s)
     core_end = min(seconds_to_frames_ceil(group[-1].end_s), max(total_frames, core_start + 1))

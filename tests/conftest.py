@@ -1,0 +1,23 @@
+"""Shared fixtures: the tiny offline speech models and a speech stack over them (built once per run)."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def speech_models(tmp_path_factory):
+    from tests.speech_models import session_speech_models
+    return session_speech_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def speech_stack(speech_models, tmp_path_factory):
+    from nava_dub.pipeline import SpeechStack
+    from nava_dub.transcribe import SpeechOptions
+    from tests.speech_models import TEST_SPEECH_OPTIONS
+    options = SpeechOptions(**TEST_SPEECH_OPTIONS, cache_dir=tmp_path_factory.mktemp("speech-cache"))
+    return SpeechStack(speech_models.weights_dir, options)
