@@ -12,6 +12,8 @@ import torch
 import torchaudio.functional as AF
 from PIL import Image
 
+from nava_dub.geometry import CoverCrop
+
 AUDIO_VAE_RATE_HZ = 16000
 OUTPUT_PEAK = 0.95             # NAVA's _toWav: every clip peaks here, all channels together
 _SQRT_HALF = 2 ** -0.5         # ITU-R BS.775 downmix gain for centre and surrounds
@@ -49,14 +51,14 @@ def bucket_for(width: int, height: int) -> tuple[int, int]:
 def cover_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """NAVA's first-image preprocessing: LANCZOS-resize to cover height x width, then centre-crop.
 
-    image: uint8 [H, W, 3] -> uint8 [height, width, 3].
+    image: uint8 [H, W, 3] -> uint8 [height, width, 3]. The path for the first image only: PIL's
+    LANCZOS is what NAVA resizes it with. Video frames go through geometry.CoverCrop.to_target
+    (cv2); both take the cover size and crop offsets from geometry.CoverCrop.for_sizes.
     """
     src_h, src_w = image.shape[:2]
-    scale = max(width / src_w, height / src_h)
-    resized_w, resized_h = int(round(src_w * scale)), int(round(src_h * scale))
-    pil = Image.fromarray(np.ascontiguousarray(image)).resize((resized_w, resized_h), Image.LANCZOS)
-    left, top = (resized_w - width) // 2, (resized_h - height) // 2
-    return np.asarray(pil.crop((left, top, left + width, top + height)))
+    crop = CoverCrop.for_sizes(src_w, src_h, width, height)
+    pil = Image.fromarray(np.ascontiguousarray(image)).resize((crop.scaled_w, crop.scaled_h), Image.LANCZOS)
+    return np.asarray(pil.crop((crop.crop_x, crop.crop_y, crop.crop_x + width, crop.crop_y + height)))
 
 
 def frames_to_vae_input(frames: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:

@@ -4,7 +4,7 @@ Pure functions over numpy frames that are already at NAVA's 24 fps and size buck
 uses OpenCV's bundled Haar cascades (no download); everything after it is box arithmetic, so
 tracking and the masks can be tested with hand-made boxes.
 
-Pixel coordinates throughout: x to the right, y down, a box covers [x, x+w) x [y, y+h).
+Pixel coordinates throughout: x to the right, y down, boxes are geometry.Box (edges x0, y0, x1, y1).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from nava_dub.errors import UsageError
+from nava_dub.geometry import Box
 from nava_dub.timeline import FRAMES_PER_LATENT_FRAME, latent_frames_to_frames
 
 # The frontal cascade's native window: a face smaller than this in the detection image is
@@ -30,67 +31,6 @@ _PROFILE = "haarcascade_profileface.xml"   # faces a little turned: frontal miss
 _MAX_STEP_FACE_SIZES = 0.6
 _MAX_SIZE_RATIO = 1.5
 _MIN_TRACK_DETECTIONS = 2      # a face seen once is a false positive more often than a face
-
-
-@dataclass(frozen=True)
-class Box:
-    """An axis-aligned box in pixels; (x, y) is the top-left corner."""
-
-    x: float
-    y: float
-    w: float
-    h: float
-
-    @property
-    def right(self) -> float:
-        return self.x + self.w
-
-    @property
-    def bottom(self) -> float:
-        return self.y + self.h
-
-    @property
-    def area(self) -> float:
-        return max(self.w, 0.0) * max(self.h, 0.0)
-
-    @property
-    def center(self) -> tuple[float, float]:
-        return self.x + self.w / 2, self.y + self.h / 2
-
-    @property
-    def is_empty(self) -> bool:
-        return self.w <= 0 or self.h <= 0
-
-    def dilate(self, factor: float = 1.0, px: float = 0.0) -> Box:
-        """Scaled by `factor` about its centre, then grown by `px` on every side."""
-        cx, cy = self.center
-        w, h = self.w * factor + 2 * px, self.h * factor + 2 * px
-        return Box(cx - w / 2, cy - h / 2, w, h)
-
-    def pad(self, *, left: float = 0.0, top: float = 0.0, right: float = 0.0, bottom: float = 0.0) -> Box:
-        """Grown by a different number of pixels on each side."""
-        return Box(self.x - left, self.y - top, self.w + left + right, self.h + top + bottom)
-
-    def rescale(self, scale_x: float, scale_y: float, shift_x: float = 0.0, shift_y: float = 0.0) -> Box:
-        """Into another pixel grid: x' = x * scale_x + shift_x (source <-> NAVA bucket mapping)."""
-        return Box(self.x * scale_x + shift_x, self.y * scale_y + shift_y, self.w * scale_x, self.h * scale_y)
-
-    def clip(self, width: int, height: int) -> Box:
-        """The part inside a width x height frame; empty (w or h = 0) when wholly outside."""
-        x0, x1 = min(max(self.x, 0.0), width), min(max(self.right, 0.0), width)
-        y0, y1 = min(max(self.y, 0.0), height), min(max(self.bottom, 0.0), height)
-        return Box(x0, y0, x1 - x0, y1 - y0)
-
-    def intersection(self, other: Box) -> Box | None:
-        x0, y0 = max(self.x, other.x), max(self.y, other.y)
-        x1, y1 = min(self.right, other.right), min(self.bottom, other.bottom)
-        return Box(x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
-
-    def iou(self, other: Box) -> float:
-        inter = self.intersection(other)
-        if inter is None:
-            return 0.0
-        return inter.area / (self.area + other.area - inter.area)
 
 
 @dataclass(frozen=True)
@@ -154,7 +94,7 @@ def _cascade(name: str) -> cv2.CascadeClassifier:
 def _run_cascade(name: str, grey: np.ndarray) -> list[Box]:
     found = _cascade(name).detectMultiScale(
         grey, scaleFactor=1.1, minNeighbors=5, minSize=(_CASCADE_WINDOW_PX, _CASCADE_WINDOW_PX))
-    return [Box(float(x), float(y), float(w), float(h)) for x, y, w, h in found]
+    return [Box.from_xywh(float(x), float(y), float(w), float(h)) for x, y, w, h in found]
 
 
 def _detect_grey(grey: np.ndarray) -> list[Box]:
@@ -163,7 +103,7 @@ def _detect_grey(grey: np.ndarray) -> list[Box]:
     if boxes:
         return boxes
     width = grey.shape[1]
-    mirrored = [Box(width - b.right, b.y, b.w, b.h) for b in _run_cascade(_PROFILE, grey[:, ::-1].copy())]
+    mirrored = [Box(width - b.x1, b.y0, width - b.x0, b.y1) for b in _run_cascade(_PROFILE, grey[:, ::-1].copy())]
     return _drop_overlaps(_run_cascade(_PROFILE, grey) + mirrored)
 
 
@@ -237,7 +177,7 @@ def _nearest_track(tracks: list[Track], t: int, box: Box, max_gap_frames: int, e
         size_ratio = math.sqrt(box.area / last.area)
         if not 1 / _MAX_SIZE_RATIO < size_ratio < _MAX_SIZE_RATIO:
             continue
-        step = math.dist(box.center, last.center) / math.sqrt(last.area)
+        step = math.dist(box.centre, last.centre) / math.sqrt(last.area)
         if step < best_step:
             best, best_step = i, step
     return best
@@ -249,7 +189,7 @@ def _pick(tracks: list[Track], hint: Box | None) -> Track:
 
     def overlap_then_nearness(track: Track) -> tuple[float, float]:
         # a hint touching no detection still names the nearest face rather than none
-        mean_dist = sum(math.dist(b.center, hint.center) for _, b in track) / len(track)
+        mean_dist = sum(math.dist(b.centre, hint.centre) for _, b in track) / len(track)
         return sum(b.iou(hint) for _, b in track), -mean_dist
 
     return max(tracks, key=overlap_then_nearness)
@@ -259,16 +199,16 @@ def _median3(track: Track) -> Track:
     """Each detection replaced by the median of itself and its two neighbours (ends kept)."""
     if len(track) < 3:
         return track
-    arr = np.array([[b.x, b.y, b.w, b.h] for _, b in track])
+    arr = np.array([b.xywh for _, b in track])
     med = arr.copy()
     med[1:-1] = np.median(np.stack([arr[:-2], arr[1:-1], arr[2:]]), axis=0)
-    return [(t, Box(*map(float, row))) for (t, _), row in zip(track, med, strict=True)]
+    return [(t, Box.from_xywh(*map(float, row))) for (t, _), row in zip(track, med, strict=True)]
 
 
 def _interpolate(track: Track, n_frames: int) -> np.ndarray:
     """[n_frames, 4] x, y, w, h: linear between detections, held constant beyond the ends."""
     frames = np.array([t for t, _ in track], dtype=np.float64)
-    values = np.array([[b.x, b.y, b.w, b.h] for _, b in track])
+    values = np.array([b.xywh for _, b in track])
     grid = np.arange(n_frames, dtype=np.float64)
     return np.stack([np.interp(grid, frames, values[:, k]) for k in range(4)], axis=1)
 
@@ -288,7 +228,7 @@ def _smooth(xywh: np.ndarray, smooth_frames: int) -> tuple[Box, ...]:
         dt = frames - frames.mean()
         slope = dt @ (values - values.mean(axis=0)) / max(dt @ dt, 1e-12)
         x, y, w, h = values.mean(axis=0) + slope * (t - frames.mean())
-        boxes.append(Box(float(x), float(y), float(w), float(h)))
+        boxes.append(Box.from_xywh(float(x), float(y), float(w), float(h)))
     return tuple(boxes)
 
 
@@ -311,7 +251,7 @@ def region_boxes(
     if active.shape != (track.n_frames,):
         raise ValueError(f"active must have shape ({track.n_frames},), got {active.shape}")
     return tuple(
-        b.pad(left=side * b.w, right=side * b.w, top=up * b.h, bottom=down * b.h) if on else None
+        b.pad(left=side * b.width, right=side * b.width, top=up * b.height, bottom=down * b.height) if on else None
         for b, on in zip(track.boxes, active.astype(bool), strict=True)
     )
 
@@ -344,8 +284,8 @@ def latent_token_mask(
     for frame, box in enumerate(boxes):
         if box is None or box.is_empty:
             continue
-        rows = _cell_span(box.y, box.bottom, cell_px, latent_h)
-        cols = _cell_span(box.x, box.right, cell_px, latent_w)
+        rows = _cell_span(box.y0, box.y1, cell_px, latent_h)
+        cols = _cell_span(box.x0, box.x1, cell_px, latent_w)
         mask[latent_frame_of_frame(frame), rows, cols] = True
     return mask
 
@@ -353,21 +293,6 @@ def latent_token_mask(
 def _cell_span(lo_px: float, hi_px: float, cell_px: int, n_cells: int) -> slice:
     """Cells overlapping [lo_px, hi_px) with positive length, clipped to the grid."""
     return slice(max(0, math.floor(lo_px / cell_px)), min(n_cells, math.ceil(hi_px / cell_px)))
-
-
-def pixel_mask(box: Box | None, height: int, width: int, feather_px: float) -> np.ndarray:
-    """float32 [height, width] in [0, 1]: 1 for pixel centres in the box, a cosine ramp to 0
-    over feather_px outside it (by Euclidean distance to the box), 0 beyond."""
-    if box is None or box.is_empty:
-        return np.zeros((height, width), dtype=np.float32)
-    ys, xs = np.arange(height) + 0.5, np.arange(width) + 0.5
-    dy = np.maximum(np.maximum(box.y - ys, ys - box.bottom), 0.0)
-    dx = np.maximum(np.maximum(box.x - xs, xs - box.right), 0.0)
-    dist = np.hypot(dy[:, None], dx[None, :])
-    if feather_px <= 0:
-        return (dist == 0).astype(np.float32)
-    ramp = 0.5 * (1.0 + np.cos(np.pi * np.minimum(dist / feather_px, 1.0)))
-    return ramp.astype(np.float32)
 
 
 # --- the --face option -------------------------------------------------------------------
@@ -390,4 +315,4 @@ def parse_face_hint(text: str) -> Box:
         raise UsageError(f"--face {text!r} starts left of or above the picture (X, Y must be >= 0)", _HINT_FIX)
     if w <= 0 or h <= 0:
         raise UsageError(f"--face {text!r} is an empty box (W, H must be > 0)", _HINT_FIX)
-    return Box(x, y, w, h)
+    return Box.from_xywh(x, y, w, h)

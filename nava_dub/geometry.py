@@ -22,7 +22,11 @@ _PREFILTER_ABOVE_SCALE = 1.5
 
 @dataclass(frozen=True)
 class Box:
-    """An axis-aligned box in continuous pixel coordinates: left, top, right, bottom edges (px)."""
+    """An axis-aligned box in continuous pixel coordinates: left, top, right, bottom edges (px).
+
+    The one box type of the package: face boxes, masks' regions and crops alike. A box whose right
+    edge is not past its left (or bottom not below its top) is empty.
+    """
 
     x0: float
     y0: float
@@ -34,6 +38,10 @@ class Box:
         return cls(x, y, x + width, y + height)
 
     @property
+    def xywh(self) -> tuple[float, float, float, float]:
+        return self.x0, self.y0, self.width, self.height
+
+    @property
     def width(self) -> float:
         return self.x1 - self.x0
 
@@ -42,16 +50,48 @@ class Box:
         return self.y1 - self.y0
 
     @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.width <= 0 or self.height <= 0
+
+    @property
     def centre(self) -> tuple[float, float]:
         return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
 
-    def grow(self, margin_px: float) -> Box:
-        return Box(self.x0 - margin_px, self.y0 - margin_px, self.x1 + margin_px, self.y1 + margin_px)
+    def grow(self, margin_px: float = 0.0, *, factor: float = 1.0) -> Box:
+        """Scaled by `factor` about its centre, then grown by margin_px on every side (< 0 shrinks)."""
+        # Written from the edges, so factor 1 moves each edge by exactly margin_px.
+        dx, dy = (factor - 1) * self.width / 2 + margin_px, (factor - 1) * self.height / 2 + margin_px
+        return Box(self.x0 - dx, self.y0 - dy, self.x1 + dx, self.y1 + dy)
+
+    def pad(self, *, left: float = 0.0, top: float = 0.0, right: float = 0.0, bottom: float = 0.0) -> Box:
+        """Grown by a different number of pixels on each side."""
+        return Box(self.x0 - left, self.y0 - top, self.x1 + right, self.y1 + bottom)
+
+    def rescale(self, scale_x: float, scale_y: float, shift_x: float = 0.0, shift_y: float = 0.0) -> Box:
+        """Into another pixel grid: x' = x * scale_x + shift_x, and the same for y."""
+        return Box(self.x0 * scale_x + shift_x, self.y0 * scale_y + shift_y,
+                   self.x1 * scale_x + shift_x, self.y1 * scale_y + shift_y)
 
     def clip(self, width_px: int, height_px: int) -> Box:
         """This box cut to an image of width_px x height_px (may become empty)."""
         x0, y0 = min(max(self.x0, 0.0), width_px), min(max(self.y0, 0.0), height_px)
         return Box(x0, y0, max(x0, min(self.x1, width_px)), max(y0, min(self.y1, height_px)))
+
+    def intersection(self, other: Box) -> Box | None:
+        """The overlap with `other`, or None when they share no area."""
+        x0, y0 = max(self.x0, other.x0), max(self.y0, other.y0)
+        x1, y1 = min(self.x1, other.x1), min(self.y1, other.y1)
+        return Box(x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+    def iou(self, other: Box) -> float:
+        inter = self.intersection(other)
+        if inter is None:
+            return 0.0
+        return inter.area / (self.area + other.area - inter.area)
 
     def pixel_bounds(self, width_px: int, height_px: int) -> tuple[int, int, int, int]:
         """Integer (x0, y0, x1, y1) of the pixels this box touches, inside a width_px x height_px image."""
@@ -112,7 +152,7 @@ class CoverCrop:
         return (x + self.crop_x) / self.scale_x, (y + self.crop_y) / self.scale_y
 
     def box_to_target(self, box: Box) -> Box:
-        return Box(*self.point_to_target(box.x0, box.y0), *self.point_to_target(box.x1, box.y1))
+        return box.rescale(self.scale_x, self.scale_y, -self.crop_x, -self.crop_y)
 
     def box_to_source(self, box: Box) -> Box:
         return Box(*self.point_to_source(box.x0, box.y0), *self.point_to_source(box.x1, box.y1))
@@ -125,7 +165,11 @@ class CoverCrop:
     # --- pictures ------------------------------------------------------------------------------
 
     def to_target(self, frame: np.ndarray) -> np.ndarray:
-        """[src_h, src_w, C] -> [dst_h, dst_w, C]: area filter when shrinking, Lanczos when enlarging."""
+        """[src_h, src_w, C] -> [dst_h, dst_w, C]: area filter when shrinking, Lanczos when enlarging.
+
+        The path for video frames (cv2, fast on a whole clip). NAVA's first image goes through PIL's
+        LANCZOS instead, as NAVA does: codecs.cover_resize, with the same sizes and offsets.
+        """
         self._check_shape(frame, self.src_w, self.src_h, "source")
         scaled = frame
         if (self.scaled_w, self.scaled_h) != (self.src_w, self.src_h):

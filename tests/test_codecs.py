@@ -14,6 +14,7 @@ from nava_dub.codecs import (
     vae_output_to_frames,
     waveform_to_vae_input,
 )
+from nava_dub.geometry import CoverCrop
 
 # --- resolution buckets (nava_pipeline.md §4: ratio -> landscape H x W) -------------------------
 
@@ -76,6 +77,21 @@ def test_cover_resize_fills_the_target_even_when_shrinking():
     image = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     assert cover_resize(image, 704, 1280).shape == (704, 1280, 3)
     assert cover_resize(image, 960, 960).shape == (960, 960, 3)
+
+
+@pytest.mark.parametrize("src,dst", [((1920, 1080), (1280, 704)), ((640, 360), (1280, 704)),
+                                     ((1080, 1920), (960, 960)), ((1000, 1000), (704, 1280))])
+def test_cover_resize_crops_where_the_video_frame_path_crops(src, dst):
+    # the first image (PIL) and the video frames (cv2) must show the same part of the source
+    width, height = src
+    image = np.full((height, width, 3), 60, np.uint8)
+    image[height // 3:height // 2, width // 2:width * 2 // 3] = (240, 240, 240)
+    first = cover_resize(image, dst[1], dst[0])
+    frame = CoverCrop.for_sizes(width, height, *dst).to_target(image)
+    assert first.shape == frame.shape == (dst[1], dst[0], 3)
+    first_bright, frame_bright = np.argwhere(first[..., 0] > 150), np.argwhere(frame[..., 0] > 150)
+    assert np.abs(first_bright.min(0) - frame_bright.min(0)).max() <= 1
+    assert np.abs(first_bright.max(0) - frame_bright.max(0)).max() <= 1
 
 
 def test_first_image_defaults_to_its_own_bucket():

@@ -8,22 +8,21 @@ import pytest
 
 from nava_dub.errors import UsageError
 from nava_dub.face import (
-    Box,
     FaceTrack,
     detect_faces,
     latent_frame_of_frame,
     latent_token_mask,
     parse_face_hint,
-    pixel_mask,
     region_boxes,
     track_face,
 )
+from nava_dub.geometry import Box
 
 DATA = Path(__file__).parent / "data" / "face"
 FACE = cv2.cvtColor(cv2.imread(str(DATA / "astronaut_face.jpg")), cv2.COLOR_BGR2RGB)   # 256 x 256
 # Hand-labelled on a 16 px grid in the 256 px image (not detector output): the face from
 # eyebrows to chin and cheek to cheek, the centre of the mouth, the tip of the chin.
-FACE_BOX = Box(88, 86, 88, 88)
+FACE_BOX = Box.from_xywh(88, 86, 88, 88)
 MOUTH_XY = (129, 146)
 CHIN_XY = (131, 172)
 
@@ -40,25 +39,11 @@ def _paste(frame, size_px, x, y):
 
 
 def _contains(box, xy):
-    return box.x <= xy[0] < box.right and box.y <= xy[1] < box.bottom
+    return box.x0 <= xy[0] < box.x1 and box.y0 <= xy[1] < box.y1
 
 
 def _centres(boxes):
-    return np.array([b.center for b in boxes])
-
-
-# --- Box ---------------------------------------------------------------------------------
-
-def test_box_helpers():
-    a, b = Box(0, 0, 10, 10), Box(5, 5, 10, 10)
-    assert a.intersection(b) == Box(5, 5, 5, 5)
-    assert a.iou(b) == pytest.approx(25 / 175)
-    assert a.intersection(Box(10, 0, 5, 5)) is None and a.iou(Box(10, 0, 5, 5)) == 0.0
-    assert a.dilate(2.0) == Box(-5, -5, 20, 20)
-    assert a.dilate(px=3) == Box(-3, -3, 16, 16)
-    assert Box(-4, 6, 10, 10).clip(width=8, height=12) == Box(0, 6, 6, 6)
-    assert Box(20, 20, 5, 5).clip(width=8, height=8).is_empty
-    assert a.center == (5, 5) and a.area == 100
+    return np.array([b.centre for b in boxes])
 
 
 # --- detection and tracking on real pictures ---------------------------------------------
@@ -72,7 +57,7 @@ def test_face_found_in_still_and_region_holds_mouth_and_chin():
     (region,) = region_boxes(track, np.array([True]))
     assert _contains(region, MOUTH_XY) and _contains(region, CHIN_XY)
     face = track.boxes[0]
-    assert face.y - region.y < region.bottom - face.bottom   # grows downwards more than upwards
+    assert face.y0 - region.y0 < region.y1 - face.y1   # grows downwards more than upwards
 
 
 def test_track_follows_moving_face_through_misses():
@@ -93,7 +78,7 @@ def test_track_follows_moving_face_through_misses():
     assert np.abs(bias).max() < 10                         # on the face (true face is 44 px)
     assert np.abs(offset - bias).max() < 4                 # follows it, the misses included
     assert np.abs(np.diff(_centres(track.boxes), 2, axis=0)).max() < 1.5   # smooth path
-    assert np.ptp([b.w for b in track.boxes]) < 6
+    assert np.ptp([b.width for b in track.boxes]) < 6
 
 
 def test_largest_face_by_default_and_hint_names_the_other():
@@ -105,9 +90,9 @@ def test_largest_face_by_default_and_hint_names_the_other():
     assert all(len(d) == 2 for d in detections)
     default = track_face(detections, 3)
     assert default.boxes[1].iou(big) > 0.4
-    hinted = track_face(detections, 3, hint=small.dilate(1.3))
+    hinted = track_face(detections, 3, hint=small.grow(factor=1.3))
     assert hinted.boxes[1].iou(small) > 0.4
-    near_small = track_face(detections, 3, hint=Box(300, 150, 10, 10))   # overlaps no face
+    near_small = track_face(detections, 3, hint=Box.from_xywh(300, 150, 10, 10))   # overlaps no face
     assert near_small.boxes[1].iou(small) > 0.4
 
 
@@ -126,58 +111,58 @@ def _examined_every(n_frames, every, box_at):
 
 def test_misses_interpolated_linearly_and_ends_held():
     detections = [None] * 11
-    detections[0], detections[8] = (Box(0, 0, 40, 40),), (Box(16, 8, 40, 40),)
+    detections[0], detections[8] = (Box.from_xywh(0, 0, 40, 40),), (Box.from_xywh(16, 8, 40, 40),)
     for t in (2, 4, 6, 10):
         detections[t] = ()
     track = track_face(detections, 11, smooth_frames=1, min_detected_fraction=0.3)
-    assert track.boxes[4] == Box(8, 4, 40, 40)
-    assert track.boxes[9] == track.boxes[10] == Box(16, 8, 40, 40)
+    assert track.boxes[4] == Box.from_xywh(8, 4, 40, 40)
+    assert track.boxes[9] == track.boxes[10] == Box.from_xywh(16, 8, 40, 40)
     assert track.detected_fraction == pytest.approx(2 / 6)
     assert track_face(detections, 11, min_detected_fraction=0.5) is None
 
 
 def test_one_off_detection_rejected():
     def face(t):
-        return [Box(40 + 2 * t, 40, 30, 30)] + ([Box(0, 0, 120, 120)] if t == 4 else [])
+        return [Box.from_xywh(40 + 2 * t, 40, 30, 30)] + ([Box.from_xywh(0, 0, 120, 120)] if t == 4 else [])
     detections = _examined_every(13, 2, face)
     track = track_face(detections, 13)
-    assert all(abs(b.w - 30) < 1e-9 for b in track.boxes)
+    assert all(abs(b.width - 30) < 1e-9 for b in track.boxes)
     assert track.detected_fraction == 1.0
 
 
 def test_smoothing_removes_jitter():
     jitter = [2.0 if t % 2 else -2.0 for t in range(25)]
-    detections = [(Box(50 + t + jitter[t], 50, 30, 30),) for t in range(25)]
+    detections = [(Box.from_xywh(50 + t + jitter[t], 50, 30, 30),) for t in range(25)]
     raw = track_face(detections, 25, smooth_frames=1)      # the median of 3 alone
     smooth = track_face(detections, 25, smooth_frames=5)
     line = np.array([50 + t for t in range(25)], dtype=float)
-    raw_err = np.abs(np.array([b.x for b in raw.boxes]) - line)[2:-2]
-    smooth_err = np.abs(np.array([b.x for b in smooth.boxes]) - line)[2:-2]
+    raw_err = np.abs(np.array([b.x0 for b in raw.boxes]) - line)[2:-2]
+    smooth_err = np.abs(np.array([b.x0 for b in smooth.boxes]) - line)[2:-2]
     assert raw_err.min() > 0.9
     assert smooth_err.max() < 0.5
 
 
 def test_region_boxes_only_where_active():
-    track = FaceTrack(boxes=(Box(10, 10, 20, 20),) * 4, detected_fraction=1.0)
+    track = FaceTrack(boxes=(Box.from_xywh(10, 10, 20, 20),) * 4, detected_fraction=1.0)
     regions = region_boxes(track, np.array([False, True, True, False]), side=0.1, up=0.1, down=0.5)
     assert regions[0] is None and regions[3] is None
-    assert regions[1] == Box(8, 8, 24, 32)
+    assert regions[1] == Box.from_xywh(8, 8, 24, 32)
     with pytest.raises(ValueError, match="shape"):
         region_boxes(track, np.ones(5, dtype=bool))
 
 
-# --- latent and pixel masks ----------------------------------------------------------------
+# --- latent masks --------------------------------------------------------------------------------
 
 def test_latent_frame_of_frame():
     assert [latent_frame_of_frame(f) for f in (0, 1, 2, 3, 4, 5, 8, 9, 144)] == [0, 1, 1, 1, 1, 2, 2, 3, 36]
 
 
 def test_latent_token_mask_maps_frames_and_cells():
-    boxes = [None] * 9                       # 3 latent frames: {0}, {1..4}, {5..8}
-    boxes[0] = Box(0, 0, 16, 16)             # exactly cell (0, 0): its far edges touch nothing
-    boxes[3] = Box(17, 33, 10, 10)           # inside cell (2, 1)
-    boxes[5] = Box(15, 0, 2, 40)             # straddles columns 0|1, rows 0..2
-    boxes[8] = Box(-8, 60, 20, 20)           # hangs off the left and bottom edges
+    boxes = [None] * 9                # 3 latent frames: {0}, {1..4}, {5..8}
+    boxes[0] = Box.from_xywh(0, 0, 16, 16)    # exactly cell (0, 0): its far edges touch nothing
+    boxes[3] = Box.from_xywh(17, 33, 10, 10)  # inside cell (2, 1)
+    boxes[5] = Box.from_xywh(15, 0, 2, 40)    # straddles columns 0|1, rows 0..2
+    boxes[8] = Box.from_xywh(-8, 60, 20, 20)  # hangs off the left and bottom edges
     mask = latent_token_mask(boxes, 3, 4, 3)
     expected = np.zeros((3, 4, 3), dtype=bool)
     expected[0, 0, 0] = True
@@ -190,24 +175,11 @@ def test_latent_token_mask_maps_frames_and_cells():
         latent_token_mask(boxes[:8], 3, 4, 3)
 
 
-def test_pixel_mask_feathered():
-    mask = pixel_mask(Box(10, 10, 10, 10), 40, 40, feather_px=8)
-    assert mask.dtype == np.float32 and mask.shape == (40, 40)
-    assert (mask[10:20, 10:20] == 1).all()
-    assert mask[0, 0] == 0 and (mask[:, 29:] == 0).all() and (mask[29:, :] == 0).all()
-    row = mask[15, 19:30]
-    assert (np.diff(row) <= 0).all() and 0 < row[3] < 1
-    assert ((mask >= 0) & (mask <= 1)).all()
-    hard = pixel_mask(Box(10, 10, 10, 10), 40, 40, feather_px=0)
-    assert hard.sum() == 100 and set(np.unique(hard)) == {0.0, 1.0}
-    assert not pixel_mask(None, 8, 8, 4).any()
-
-
 # --- the --face option ---------------------------------------------------------------------
 
 def test_parse_face_hint():
-    assert parse_face_hint("400, 120,220,260") == Box(400, 120, 220, 260)
-    assert parse_face_hint("1.5,2,3,4") == Box(1.5, 2, 3, 4)
+    assert parse_face_hint("400, 120,220,260") == Box.from_xywh(400, 120, 220, 260)
+    assert parse_face_hint("1.5,2,3,4") == Box.from_xywh(1.5, 2, 3, 4)
 
 
 @pytest.mark.parametrize("text", ["1,2,3", "1,2,3,4,5", "a,b,c,d", "1,2,0,4", "-1,2,3,4", "nan,1,2,3", ""])

@@ -1,4 +1,4 @@
-"""CoverCrop: the cover scale, the centre crop and the way back, on NAVA's bucket sizes."""
+"""Box arithmetic, and CoverCrop: the cover scale, the centre crop and the way back, on NAVA's bucket sizes."""
 
 import numpy as np
 import pytest
@@ -7,6 +7,21 @@ from nava_dub.geometry import Box, CoverCrop
 
 SOURCES = [(1920, 1080), (1080, 1920), (1000, 1000), (3840, 2160), (640, 360), (720, 1280)]
 BUCKETS = [(704, 1280), (1280, 704), (960, 960)]
+
+
+def test_box_helpers():
+    """The box arithmetic face tracking relies on, in x, y, w, h terms as the detector gives boxes."""
+    a, b = Box.from_xywh(0, 0, 10, 10), Box.from_xywh(5, 5, 10, 10)
+    assert a.intersection(b) == Box.from_xywh(5, 5, 5, 5)
+    assert a.iou(b) == pytest.approx(25 / 175)
+    assert a.intersection(Box.from_xywh(10, 0, 5, 5)) is None and a.iou(Box.from_xywh(10, 0, 5, 5)) == 0.0
+    assert a.grow(factor=2.0) == Box.from_xywh(-5, -5, 20, 20)
+    assert a.grow(3) == Box.from_xywh(-3, -3, 16, 16)
+    assert a.pad(left=1, bottom=4) == Box.from_xywh(-1, 0, 11, 14)
+    assert a.rescale(2, 0.5, 3, -1) == Box.from_xywh(3, -1, 20, 5)
+    assert Box.from_xywh(-4, 6, 10, 10).clip(8, 12) == Box.from_xywh(0, 6, 6, 6)
+    assert Box.from_xywh(20, 20, 5, 5).clip(8, 8).is_empty
+    assert a.centre == (5, 5) and a.area == 100
 
 
 @pytest.mark.parametrize("src", SOURCES)
