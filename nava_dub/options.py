@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from nava_dub.errors import UsageError
 from nava_dub.timeline import MAX_LATENT_FRAMES, MIN_LATENT_FRAMES
@@ -40,4 +41,61 @@ class PlanOptions:
             raise UsageError(f"margin {self.margin_s} s is out of range", "use a margin between 0 and 2 s")
         if self.max_gap_s < 0:
             raise UsageError(f"max gap {self.max_gap_s} s is negative", "use 0 or more")
+        return self
+
+
+@dataclass(frozen=True)
+class GuidanceOptions:
+    """NAVA's guidance scales (configs/nava.yaml defaults); plain floats so options need no torch."""
+
+    video: float = 3.0
+    audio: float = 2.0
+    video_align: float = 3.0
+    audio_align: float = 2.0
+    timbre: float = 3.0
+
+
+@dataclass(frozen=True)
+class DubOptions:
+    """Everything a dub run takes besides the input, validated before anything heavy runs."""
+
+    output: Path
+    refs: tuple[str, ...] = ()                   # --ref FILE or SPEAKER=FILE, as typed
+    transcript: Path | None = None
+    speakers: tuple[str, ...] | None = None
+    video_mode: str = "face"                     # face | keep | full
+    audio_mode: str = "speech"                   # speech | full
+    face_hint: str | None = None                 # --face X,Y,W,H in source pixels
+    steps: int = 50
+    seed: int = 0
+    hold: str = "clean"                          # how kept latents follow the source: clean | noised
+    guidance: GuidanceOptions = GuidanceOptions()
+    resolution_px: int = 960                     # NAVA's bucket table; smaller is faster, for previews and tests
+    codec: str = "libx264"
+    weights_dir: Path = Path("weights")
+    device: str = "auto"
+    use_cache: bool = True
+    margin_s: float = 0.2                        # sound and picture regenerated around each span
+    vocoder_48k: bool = False                    # take the vocoder's 48 kHz output instead of NAVA's 16 kHz
+    force: bool = False                          # overwrite an existing output
+
+    def validate(self, input_path: Path) -> DubOptions:
+        from nava_dub.masks import AUDIO_MODES, VIDEO_MODES
+        checks = [
+            (self.video_mode in VIDEO_MODES, f"--video {self.video_mode!r} is not a mode",
+             f"use one of {', '.join(VIDEO_MODES)}"),
+            (self.audio_mode in AUDIO_MODES, f"--audio {self.audio_mode!r} is not a mode",
+             f"use one of {', '.join(AUDIO_MODES)}"),
+            (self.hold in ("clean", "noised"), f"--hold {self.hold!r} is not a mode", "use clean or noised"),
+            (1 <= self.steps <= 1000, f"--steps {self.steps} is out of range", "use 1 to 1000 (NAVA uses 50)"),
+            (self.resolution_px in (256, 512, 640, 960), f"--resolution {self.resolution_px} is not a bucket table",
+             "use 960 (NAVA's), 640, 512 or 256"),
+            (self.output.suffix.lower() in (".mp4", ".mov", ".mkv", ".m4v"), f"output {self.output} is not a video file",
+             "name the output .mp4, .mov, .mkv or .m4v"),
+        ]
+        for ok, message, hint in checks:
+            if not ok:
+                raise UsageError(message, hint)
+        if self.output.resolve() == Path(input_path).resolve():
+            raise UsageError(f"the output {self.output} is the input", "write the dub to another file")
         return self

@@ -101,6 +101,14 @@ def write_wav(path: str | os.PathLike, waveform: np.ndarray, sample_rate_hz: int
         _run(node, f"writing {out}", [np.ascontiguousarray(waveform.T, dtype="<f4")])
 
 
+def check_output_path(info: MediaInfo, out_path: str | os.PathLike) -> None:
+    """Fail now, not after an hour of work, if the output cannot be written where asked."""
+    out = Path(out_path)
+    _check_output(info, out, None, "libx264")
+    with _scratch(out, "probe"):   # the folder exists and takes a file
+        pass
+
+
 def _check_output(info: MediaInfo, out: Path, video: object, codec: str) -> None:
     if out.resolve() == info.path.resolve() or (out.exists() and os.path.samefile(out, info.path)):
         raise UsageError(f"the output is the input: {out}", hint="choose another output path")
