@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class WindowCache:
                 frames = data["frames"] if "frames" in data.files else None
                 return WindowResult(frames, _regions_from(meta["regions"]), data["waveform"],
                                     int(meta["sample_rate_hz"]), meta.get("note", ""))
-        except (OSError, ValueError, KeyError):   # a torn entry is a miss, not a failure
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):   # a torn entry is a miss, not a failure
             path.unlink(missing_ok=True)
             return None
 
