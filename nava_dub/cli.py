@@ -121,6 +121,68 @@ def _speakers(value: str | None) -> tuple[str, ...] | None:
 
 # --- commands ----------------------------------------------------------------------------------
 
+VideoModeOpt = Annotated[str, typer.Option("--video", help="face: regenerate the speaker's face only; keep: "
+                                          "never touch the picture; full: regenerate each window from its first frame.")]
+AudioModeOpt = Annotated[str, typer.Option("--audio", help="speech: regenerate only the re-voiced spans; "
+                                          "full: regenerate each window's whole sound.")]
+
+
+@app.command()
+def dub(
+    input: Annotated[Path, typer.Argument(help="The video to re-voice.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the dubbed video.",
+                                         show_default=False)],
+    ref: Annotated[list[str] | None, typer.Option(
+        "--ref", help="Voice to use: FILE for every re-voiced speaker, or SPEAKER=FILE (repeatable). "
+                      "Without it, a clean clip of each speaker is cut from the input.")] = None,
+    transcript: TranscriptOpt = None,
+    speakers: SpeakersOpt = None,
+    video: VideoModeOpt = "face",
+    audio: AudioModeOpt = "speech",
+    face: Annotated[str | None, typer.Option("--face", help="X,Y,W,H: the speaker's face box in source pixels, "
+                                                          "when several faces are in the picture.")] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps (NAVA uses 50).")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed and options, same output.")] = 0,
+    codec: Annotated[str, typer.Option("--codec", help="Video codec when the picture changes: libx264, libx265, "
+                                                       "prores_ks, ffv1.")] = "libx264",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Regenerate every window; keep no cache.")] = False,
+    language: LanguageOpt = None,
+    num_speakers: NumSpeakersOpt = None,
+    guidance_video: Annotated[float, typer.Option("--cfg-video", rich_help_panel=ADVANCED)] = 3.0,
+    guidance_audio: Annotated[float, typer.Option("--cfg-audio", rich_help_panel=ADVANCED)] = 2.0,
+    guidance_video_align: Annotated[float, typer.Option("--cfg-video-align", rich_help_panel=ADVANCED)] = 3.0,
+    guidance_audio_align: Annotated[float, typer.Option("--cfg-audio-align", rich_help_panel=ADVANCED)] = 2.0,
+    guidance_timbre: Annotated[float, typer.Option("--cfg-timbre", rich_help_panel=ADVANCED)] = 3.0,
+    hold: Annotated[str, typer.Option("--hold", help="How kept latents follow the source: clean (t=0 tokens) "
+                                                     "or noised.", rich_help_panel=ADVANCED)] = "clean",
+    resolution: Annotated[int, typer.Option("--resolution", help="NAVA's size table: 960 (NAVA's), 640, 512, 256.",
+                                            rich_help_panel=ADVANCED)] = 960,
+    audio_48k: Annotated[bool, typer.Option("--audio-48k", help="Use the vocoder's 48 kHz output.",
+                                            rich_help_panel=ADVANCED)] = False,
+    weights: WeightsDir = Path("weights"),
+    device: DeviceOpt = "auto",
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Re-voice INPUT with the reference voice(s), lips in sync, and write the result to -o."""
+    with reporting(verbose):
+        from nava_dub import pipeline
+        from nava_dub.options import DubOptions, GuidanceOptions
+        options = DubOptions(
+            output=output, refs=tuple(ref or ()), transcript=transcript, speakers=_speakers(speakers),
+            video_mode=video, audio_mode=audio, face_hint=face, steps=steps, seed=seed, hold=hold,
+            guidance=GuidanceOptions(guidance_video, guidance_audio, guidance_video_align, guidance_audio_align,
+                                     guidance_timbre),
+            resolution_px=resolution, codec=codec, weights_dir=weights, device=device, use_cache=not no_cache,
+            vocoder_48k=audio_48k)
+        report = pipeline.dub(input, options, speech=pipeline.SpeechStack(weights, _speech_options(language, device)),
+                              progress=progress_reporter(quiet))
+        out.print(f"{report.output}: {report.n_windows} windows ({report.n_cached} from the cache); "
+                  f"run record {report.record}", highlight=False)
+        for note in report.notes:
+            err.print(f"note: {note}", highlight=False)
+
+
 @app.command()
 def plan(
     input: Annotated[Path, typer.Argument(help="The video to dub.", show_default=False)],

@@ -6,12 +6,14 @@ plan_input(): analyse() → generation windows.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from nava_dub import media
 from nava_dub.errors import DubError
-from nava_dub.options import PlanOptions
+from nava_dub.options import DubOptions, PlanOptions
 from nava_dub.plan import plan_windows, window_summary
 from nava_dub.progress import ProgressFn, silent
 from nava_dub.timeline import Span, Window
@@ -102,3 +104,111 @@ def plan_summary(result: PlanResult) -> dict:
         "windows": [window_summary(w) for w in result.windows],
     }
 
+
+
+# --- dub -------------------------------------------------------------------------------------------
+
+NAVA_COMPONENTS = {"transformer", "video_vae", "text_encoder", "tokenizer", "audio_vae", "speaker_encoder"}
+UNNAMED_SPEAKER = "UNNAMED"   # the speaker of transcript lines that name none
+
+
+@dataclass(frozen=True)
+class DubReport:
+    output: Path
+    record: Path
+    n_windows: int
+    n_cached: int
+    references: dict        # speaker -> where the voice came from (a --ref file or a cut written beside the output)
+    notes: tuple[str, ...]
+    timings_s: dict
+
+
+class _Timer:
+    """Seconds per stage, summed over the run (for the run record and the issue's time split)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def dub(input_path: Path, options: DubOptions, *, speech: SpeechStack | None = None, models=None,
+        progress: ProgressFn = silent) -> DubReport:
+    """Re-voice input_path into options.output. Everything is checked before any model loads."""
+    from nava_dub import assemble, dub_window
+    from nava_dub.cache import WindowCache, cache_dir_for
+    from nava_dub.references import check_ref_speakers, parse_refs
+    from nava_dub.weights import require_weights
+
+    timer = _Timer()
+    options.validate(input_path)
+    with timer("probe"):
+        info = media.probe(input_path)
+        media.require_video(info)
+        media.require_audio(info)
+    media.check_output_path(info, options.output)
+    refs = parse_refs(list(options.refs))
+    weight_paths = require_weights(options.weights_dir, NAVA_COMPONENTS)
+    speech = speech or SpeechStack(options.weights_dir)
+    with timer("front end"):
+        analysis = _named(analyse(input_path, transcript_path=options.transcript, speech=speech, progress=progress))
+        windows = plan_windows(analysis.spans, info.duration_s, PlanOptions(speakers=options.speakers))
+    revoiced = sorted({s.speaker for w in windows for s in w.spans})
+    check_ref_speakers(refs, list(analysis.speakers))
+    with timer("references"):
+        voices, origins = dub_window.reference_voices(info, analysis, revoiced, refs, options)
+    with timer("load models"):
+        models = models or dub_window.load_dub_models(options, weight_paths, progress)
+    cache = WindowCache(cache_dir_for(options.output), enabled=options.use_cache)
+    results, notes, window_log = [], [], []
+    embeddings = dub_window.embed_voices(models, voices)
+    for window in windows:
+        key = dub_window.cache_key(info, window, options, embeddings, weight_paths)
+        started = time.perf_counter()
+        with timer("model"):
+            result = cache.load(key)
+            cached = result is not None
+            if result is None:
+                result = dub_window.generate_window(models, info, window, embeddings, options, progress)
+                cache.store(key, result)
+        results.append(result)
+        window_log.append({"index": window.index, "seconds": round(time.perf_counter() - started, 3),
+                           "cached": cached, "note": result.note})
+        if result.note:
+            notes.append(f"window {window.index}: {result.note}")
+    n_cached = sum(entry["cached"] for entry in window_log)
+    geometry = dub_window.window_geometry(info, options)
+    with timer("decode source audio"):
+        source_audio = media.read_audio(info, info.audio.sample_rate_hz, None)
+    with timer("compositing audio"):
+        new_audio = assemble.assemble_audio(info, source_audio, windows, results, options.audio_mode,
+                                            options.margin_s)
+    picture = assemble.composited_frames(info, windows, results, geometry) if assemble.picture_changed(results) else None
+    with timer("compositing and encode"):
+        media.write_output(info, options.output, video=picture,
+                           audio=media.AudioTrack(new_audio, info.audio.sample_rate_hz), codec=options.codec,
+                           on_progress=lambda done, total: progress("encode", done, total))
+    from nava_dub.record import write_run_record
+    record = write_run_record(options.output, {
+        "input": str(input_path), "output": str(options.output), "options": options,
+        "weights": {c: {"path": str(p), "size_bytes": p.stat().st_size if p.is_file() else None}
+                    for c, p in weight_paths.items()},
+        "seed": options.seed, "references": origins, "plan": plan_summary(PlanResult(analysis, windows)),
+        "windows": window_log,
+        "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()}, "notes": notes})
+    return DubReport(options.output, record, len(windows), n_cached, origins, tuple(notes), timer.seconds)
+
+
+def _named(analysis: Analysis) -> Analysis:
+    """Lines without a speaker belong to one unnamed speaker, who needs a voice like any other."""
+    if all(s.speaker for s in analysis.spans):
+        return analysis
+    from dataclasses import replace
+    spans = tuple(s if s.speaker else replace(s, speaker=UNNAMED_SPEAKER) for s in analysis.spans)
+    return replace(analysis, spans=spans, speakers=tuple(sorted({s.speaker for s in spans})))

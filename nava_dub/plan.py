@@ -98,7 +98,7 @@ def estimate_words(span: Span) -> tuple[Word, ...]:
 
 def _join(words: list[Word]) -> str:
     text = " ".join(w.text.strip() for w in words)
-    return re.sub(r"\s+([%s])" % re.escape(string.punctuation), r"\1", text)
+    return re.sub(rf"\s+([{re.escape(string.punctuation)}])", r"\1", text)
 
 
 # --- grouping spans into windows, and placing each window --------------------------------------
