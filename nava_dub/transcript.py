@@ -213,10 +213,16 @@ def write_transcript(path: Path, spans: list[Span] | tuple[Span, ...]) -> None:
 def write_text_atomic(path: Path, body: str) -> None:
     if not path.parent.is_dir():
         raise TranscriptError(f"output folder does not exist: {path.parent}", "create it first")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as e:
+        raise TranscriptError(f"cannot write to {path.parent}: {e.strerror}", "choose a folder you can write to") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(body)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600 files; a transcript gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -2,6 +2,11 @@
 
 Everything here is cheap (sizes and file headers); nothing loads gigabytes. Loading itself is
 done by each component's loader once `check_weights` has said the files are there.
+
+A folder holding a file named `TINY` (written by `python -m nava_dub.tiny_weights DIR`) declares
+itself a folder of tiny random test weights: its files are checked like the release's (present,
+well-formed headers) except for their sizes, and each is reported "found" with the detail
+"tiny test weights".
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ MANIFEST: tuple[WeightFile, ...] = (
     WeightFile("speaker_encoder", "M-vb2+vox2+cnc-ft_mix.pt", 0, "pth"),
 )
 SIZE_TOLERANCE = 0.10   # sizes are from the release notes, not byte-exact: allow 10 %
+TINY_MARKER = "TINY"    # a file of this name marks a folder of tiny test weights (sizes not checked)
+TINY_DETAIL = "tiny test weights"
 
 
 @dataclass(frozen=True)
@@ -95,9 +102,16 @@ def _status(root: Path, file: WeightFile) -> FileStatus:
         return FileStatus(file, path, "missing", None)
     size = path.stat().st_size
     problem = _header_problem(path, file.kind)
+    if is_tiny_folder(root):
+        return FileStatus(file, path, "wrong" if problem else "found", size, problem or TINY_DETAIL)
     if not problem and file.approx_bytes and abs(size - file.approx_bytes) > SIZE_TOLERANCE * file.approx_bytes:
         problem = f"size {size / GB:.2f} GB, expected about {file.approx_bytes / GB:.2f} GB"
     return FileStatus(file, path, "wrong" if problem else "found", size, problem)
+
+
+def is_tiny_folder(root: Path) -> bool:
+    """True for a folder of tiny random test weights (it holds a `TINY` marker file)."""
+    return (root / TINY_MARKER).is_file()
 
 
 def _header_problem(path: Path, kind: str) -> str:

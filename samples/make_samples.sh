@@ -13,4 +13,17 @@ ffmpeg -hide_banner -loglevel error -y -i "$tmp/a1.wav" -i "$tmp/b1.wav" -i "$tm
 ffmpeg -hide_banner -loglevel error -y -f lavfi -i "smptehdbars=size=640x360:rate=30" -i "$tmp/dialog.wav" \
   -map 0:v -map 1:a -shortest -c:v libx264 -preset veryslow -crf 30 -pix_fmt yuv420p \
   -c:a aac -b:a 64k -ac 2 -metadata title="nava-dub sample: two voices" two_voices.mp4
-echo "wrote $(pwd)/two_voices.mp4"
+# the transcript an editor would start from: each line where it is spoken (0.8 s gaps between them)
+d() { soxi -D "$1"; }
+python3 - "$(d "$tmp/a1.wav")" "$(d "$tmp/b1.wav")" "$(d "$tmp/a2.wav")" > two_voices.json <<'PY'
+import json, sys
+lines = [("SPEAKER_00", "Good morning everyone. Today we will talk about the weather and the mountains."),
+         ("SPEAKER_01", "That sounds wonderful. I love the mountains in the spring."),
+         ("SPEAKER_00", "Then let us begin with the northern valleys.")]
+t, spans = 0.8, []
+for (speaker, text), length in zip(lines, map(float, sys.argv[1:])):
+    spans.append({"start_s": round(t, 3), "end_s": round(t + length, 3), "speaker": speaker, "text": text})
+    t += length + 0.8
+print(json.dumps({"version": 1, "speakers": ["SPEAKER_00", "SPEAKER_01"], "spans": spans}, indent=2))
+PY
+echo "wrote $(pwd)/two_voices.mp4 and two_voices.json"

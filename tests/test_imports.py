@@ -42,8 +42,8 @@ def _importers_of(target: str) -> set[str]:
 
 def test_model_package_stands_alone():
     for module, deps in _imports().items():
-        if module.startswith("nava_dub.model"):
-            outside = {d for d in deps if not d.startswith("nava_dub.model")}
+        if module == "nava_dub.model" or module.startswith("nava_dub.model."):
+            outside = {d for d in deps if not (d == "nava_dub.model" or d.startswith("nava_dub.model."))}
             assert not outside, f"{module} imports {outside}: model files know nothing outside model/"
 
 

@@ -13,7 +13,14 @@ info.py probes, decode.py reads, encode.py writes. numpy and ffmpeg-python only:
 """
 
 from nava_dub.media.decode import frame_range, iter_frames, read_audio, read_frames
-from nava_dub.media.encode import VIDEO_CODECS, AudioTrack, check_output_path, write_output, write_wav
+from nava_dub.media.encode import (
+    VIDEO_CODECS,
+    AudioTrack,
+    check_output_path,
+    write_new_video,
+    write_output,
+    write_wav,
+)
 from nava_dub.media.info import (
     AudioStream,
     MediaInfo,
@@ -31,5 +38,5 @@ __all__ = [
     "check_output_path",
     "VIDEO_CODECS", "AudioStream", "AudioTrack", "MediaInfo", "Stream", "VideoStream", "exact_seconds",
     "ffmpeg_available", "frame_range", "iter_frames", "probe", "read_audio", "read_frames", "require_audio",
-    "require_ffmpeg", "require_video", "write_output", "write_wav",
+    "require_ffmpeg", "require_video", "write_new_video", "write_output", "write_wav",
 ]

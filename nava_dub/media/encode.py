@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import IO
 
@@ -109,6 +110,42 @@ def check_output_path(info: MediaInfo, out_path: str | os.PathLike) -> None:
         pass
 
 
+def write_new_video(path: str | os.PathLike, frames: np.ndarray, fps: Fraction | int, waveform: np.ndarray | None,
+                    sample_rate_hz: int | None = None, crf: int = 18) -> MediaInfo:
+    """Write new frames (uint8 RGB [T, H, W, 3]) and optionally a waveform (float32 [C, S]) as a new
+    H.264 + AAC file (yuv420p, BT.709, CRF 18 as NAVA writes), atomically; returns its probe."""
+    require_ffmpeg()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+        raise MediaError(f"frames of shape {frames.shape} and type {frames.dtype} cannot be written",
+                         hint="give uint8 RGB frames of shape [T, H, W, 3]")
+    if waveform is not None and not sample_rate_hz:
+        raise UsageError("a waveform needs its sample rate", hint="pass sample_rate_hz")
+    out = Path(path)
+    if out.is_dir():
+        raise MediaError(f"the output is a folder: {out}", hint="give a file name, e.g. out.mp4")
+    height, width = frames.shape[1:3]
+    picture = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
+                           framerate=str(Fraction(fps)))["v"]
+    picture = picture.filter("scale", width, height, out_color_matrix="bt709", out_range="tv",
+                             flags="accurate_rnd")
+    options: dict[str, object] = {
+        "c:v": "libx264", "crf": crf, "preset": "medium",
+        "pix_fmt": "yuv444p" if width % 2 or height % 2 else "yuv420p",   # 4:2:0 needs even sizes
+        "colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709", "color_range": "tv"}
+    with _atomic(out) as tmp, _scratch(out, "pcm") as raw:
+        streams = [picture]
+        if waveform is not None:
+            streams.append(_audio_input(AudioTrack(waveform, int(sample_rate_hz or 0)), raw))
+            options.update({"c:a": "aac", "b:a": "128k", "ar": sample_rate_hz})
+        if out.suffix.lower() in _MP4_LIKE:
+            options["movflags"] = "+faststart"
+        node = ffmpeg.output(*streams, str(tmp), **options).overwrite_output()
+        _run(node, f"writing {out}", _checked_frames(frames, (height, width, 3)))
+        written = probe(tmp)
+    return dataclasses.replace(written, path=out)
+
+
 def _check_output(info: MediaInfo, out: Path, video: object, codec: str) -> None:
     if out.resolve() == info.path.resolve() or (out.exists() and os.path.samefile(out, info.path)):
         raise UsageError(f"the output is the input: {out}", hint="choose another output path")
@@ -130,10 +167,17 @@ def _atomic(out: Path) -> Iterator[Path]:
     with _scratch(out, "part") as tmp:
         yield tmp
         try:
+            os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600 files; an output gets the usual mode
             os.replace(tmp, out)
         except OSError as e:
             raise MediaError(f"cannot move the finished output into place at {out}: {e.strerror}",
                              hint="check the output path") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
