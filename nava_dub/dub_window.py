@@ -72,9 +72,10 @@ def window_seed(seed: int, window: Window) -> int:
     return (seed * 1_000_003 + window.start_frame) % (2**63)
 
 
-def cache_key(info: media.MediaInfo, window: Window, options: DubOptions, embeddings: dict,
+def cache_key(info: media.MediaInfo, window: Window, options: DubOptions, voices: dict,
               weight_paths: dict) -> str:
-    voices = {s.speaker: hashlib.sha256(embeddings[s.speaker].numpy().tobytes()).hexdigest()[:16]
+    """The window's cache key; voices are keyed by their reference audio, so no model loads to compute it."""
+    voices = {s.speaker: hashlib.sha256(np.ascontiguousarray(voices[s.speaker][0]).tobytes()).hexdigest()[:16]
               for s in window.spans}
     return window_key({
         "input": file_identity(info.path),
@@ -96,7 +97,7 @@ def window_geometry(info: media.MediaInfo, options: DubOptions) -> CoverCrop:
 
 # --- one window ---------------------------------------------------------------------------------------
 
-def generate_window(models, info: media.MediaInfo, window: Window, embeddings: dict, options: DubOptions,
+def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Window, options: DubOptions,
                     progress: ProgressFn) -> WindowResult:
     import torch
 

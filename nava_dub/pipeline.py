@@ -154,6 +154,9 @@ def dub(input_path: Path, options: DubOptions, *, speech: SpeechStack | None = N
         media.require_audio(info)
     media.check_output_path(info, options.output)
     refs = parse_refs(list(options.refs))
+    if options.face_hint:
+        from nava_dub.face import parse_face_hint
+        parse_face_hint(options.face_hint)
     weight_paths = require_weights(options.weights_dir, NAVA_COMPONENTS)
     speech = speech or SpeechStack(options.weights_dir)
     with timer("front end"):
@@ -163,19 +166,26 @@ def dub(input_path: Path, options: DubOptions, *, speech: SpeechStack | None = N
     check_ref_speakers(refs, list(analysis.speakers))
     with timer("references"):
         voices, origins = dub_window.reference_voices(info, analysis, revoiced, refs, options)
-    with timer("load models"):
-        models = models or dub_window.load_dub_models(options, weight_paths, progress)
     cache = WindowCache(cache_dir_for(options.output), enabled=options.use_cache)
+    loaded: dict = {"models": models}
+
+    def nava():   # models and voice embeddings load on the first window the cache does not hold
+        if loaded["models"] is None:
+            with timer("load models"):
+                loaded["models"] = dub_window.load_dub_models(options, weight_paths, progress)
+        if "embeddings" not in loaded:
+            loaded["embeddings"] = dub_window.embed_voices(loaded["models"], voices)
+        return loaded["models"], loaded["embeddings"]
+
     results, notes, window_log = [], [], []
-    embeddings = dub_window.embed_voices(models, voices)
     for window in windows:
-        key = dub_window.cache_key(info, window, options, embeddings, weight_paths)
+        key = dub_window.cache_key(info, window, options, voices, weight_paths)
         started = time.perf_counter()
         with timer("model"):
             result = cache.load(key)
             cached = result is not None
             if result is None:
-                result = dub_window.generate_window(models, info, window, embeddings, options, progress)
+                result = dub_window.generate_window(*nava(), info, window, options, progress)
                 cache.store(key, result)
         results.append(result)
         window_log.append({"index": window.index, "seconds": round(time.perf_counter() - started, 3),
