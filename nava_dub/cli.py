@@ -155,7 +155,7 @@ def dub(
     guidance_timbre: Annotated[float, typer.Option("--cfg-timbre", rich_help_panel=ADVANCED)] = 3.0,
     hold: Annotated[str, typer.Option("--hold", help="How kept latents follow the source: clean (t=0 tokens) "
                                                      "or noised.", rich_help_panel=ADVANCED)] = "clean",
-    resolution: Annotated[int, typer.Option("--resolution", help="NAVA's size table: 960 (NAVA's), 640, 512, 256.",
+    resolution: Annotated[int, typer.Option("--resolution", help="NAVA's size table: 960 (NAVA's); 640, 512, 256, 128 scale it down for previews.",
                                             rich_help_panel=ADVANCED)] = 960,
     audio_48k: Annotated[bool, typer.Option("--audio-48k", help="Use the vocoder's 48 kHz output.",
                                             rich_help_panel=ADVANCED)] = False,

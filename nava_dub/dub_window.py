@@ -119,7 +119,8 @@ def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Win
         audio_source=audio_latent, audio_keep=torch.from_numpy(
             audio_keep_mask(window, options.audio_mode, options.margin_s)),
         keep_mode=options.hold, steps=options.steps, seed=window_seed(options.seed, window),
-        guidance=generate.scales_from(options.guidance), vocoder_48k=options.vocoder_48k)
+        guidance=generate.scales_from(options.guidance), vocoder_48k=options.vocoder_48k,
+        decode_video=video_mode != "keep")
     generated = generate.generate(models, request, lambda stage, done, total: progress(
         f"window {window.index + 1} {stage}", done, total))
     waveform, rate = ((generated.waveform_48k, generated.sample_rate_48k_hz) if options.vocoder_48k

@@ -89,6 +89,7 @@ class GenerationRequest:
     seed: int = DEFAULT_SEED
     guidance: GuidanceScales = field(default_factory=GuidanceScales)
     vocoder_48k: bool = False                  # also return the vocoder's 48 kHz output
+    decode_video: bool = True                  # False when the caller keeps the source picture anyway
 
     def __post_init__(self) -> None:
         _check_request(self)
@@ -220,7 +221,7 @@ def _decode(models: Models, request: GenerationRequest, video_latent: Tensor | N
     from nava_dub.model.audio_vae import decode_audio
 
     frames = None
-    if video_latent is not None:
+    if video_latent is not None and request.decode_video:
         progress("decode video", 0, 1)
         frames = vae_output_to_frames(models.require("video_vae").decode(video_latent[None], tiling=vae_tiling))
         progress("decode video", 1, 1)

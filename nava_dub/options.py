@@ -44,6 +44,9 @@ class PlanOptions:
         return self
 
 
+RESOLUTIONS_PX = (960, 640, 512, 256, 128)   # 960 is NAVA's table; the others scale it (previews, CPU tests)
+
+
 @dataclass(frozen=True)
 class GuidanceOptions:
     """NAVA's guidance scales (configs/nava.yaml defaults); plain floats so options need no torch."""
@@ -88,8 +91,8 @@ class DubOptions:
              f"use one of {', '.join(AUDIO_MODES)}"),
             (self.hold in ("clean", "noised"), f"--hold {self.hold!r} is not a mode", "use clean or noised"),
             (1 <= self.steps <= 1000, f"--steps {self.steps} is out of range", "use 1 to 1000 (NAVA uses 50)"),
-            (self.resolution_px in (256, 512, 640, 960), f"--resolution {self.resolution_px} is not a bucket table",
-             "use 960 (NAVA's), 640, 512 or 256"),
+            (self.resolution_px in RESOLUTIONS_PX, f"--resolution {self.resolution_px} is not a size table",
+             "use 960 (NAVA's), 640, 512, 256 or 128"),
             (self.output.suffix.lower() in (".mp4", ".mov", ".mkv", ".m4v"), f"output {self.output} is not a video file",
              "name the output .mp4, .mov, .mkv or .m4v"),
         ]

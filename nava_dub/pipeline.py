@@ -200,10 +200,11 @@ def dub(input_path: Path, options: DubOptions, *, speech: SpeechStack | None = N
         new_audio = assemble.assemble_audio(info, source_audio, windows, results, options.audio_mode,
                                             options.margin_s)
     picture = assemble.composited_frames(info, windows, results, geometry) if assemble.picture_changed(results) else None
+    n_frames = info.video.n_frames_at(info.video.fps)
     with timer("compositing and encode"):
         media.write_output(info, options.output, video=picture,
                            audio=media.AudioTrack(new_audio, info.audio.sample_rate_hz), codec=options.codec,
-                           on_progress=lambda done, total: progress("encode", done, total))
+                           on_progress=lambda done: progress("encode", done, n_frames))
     from nava_dub.record import write_run_record
     record = write_run_record(options.output, {
         "input": str(input_path), "output": str(options.output), "options": options,

@@ -16,7 +16,7 @@ described in ../shared/docs/nava_dit.md §3 and checked against ../shared/fixtur
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +29,14 @@ from nava_dub.model.layers import (
     Modulation,
     Ranges,
     RMSNorm,
+    TokenTime,
     apply_rope,
     attention,
     audio_rope_angles,
     grouped_attention,
     modulate,
+    rope_rotations,
+    sdpa_backends,
     timestep_sinusoid,
     token_groups,
     video_rope_angles,
@@ -41,6 +44,8 @@ from nava_dub.model.layers import (
 
 SPEAKER_DIM = 192           # ReDimNet embedding width
 SPEAKER_NULL_NORM_SQ = 1e-6  # an embedding with ‖s‖² at most this is "no speaker" → null_token
+TIME_MLP_MIN_ROWS = 16       # rows the time MLP runs on at least (see NavaTransformer._time)
+ROPE_CACHE_SIZE = 4          # RoPE tables kept per model (one per batch layout: a window needs one or two)
 
 
 @dataclass(frozen=True)
@@ -232,7 +237,7 @@ class Attention(nn.Module):
     def self_attention(self, parts: Sequence[tuple[Tensor, str]], args: BlockArgs) -> list[Tensor]:
         """`parts` are consecutive pieces of the joint sequence with their projection suffix."""
         q, k, v = (torch.cat(t, dim=1) for t in zip(*(self._project(x, s) for x, s in parts), strict=True))
-        q, k = apply_rope(q, args.cos, args.sin), apply_rope(k, args.cos, args.sin)
+        q, k = apply_rope(q, args.rope), apply_rope(k, args.rope)
         y = grouped_attention(q, k, v, args.groups).flatten(2)  # [B, L, D]
         outs, start = [], 0
         for x, s in parts:
@@ -252,10 +257,9 @@ class Attention(nn.Module):
 class BlockArgs:
     """What every block needs besides the residual stream."""
 
-    e0: Tensor                               # [B, L, 6, D] per-token time projection
+    time: TokenTime                          # per-token time embedding and projection (e0)
     context: Tensor                          # [B, n_text_tokens, D]
-    cos: Tensor                              # [B, L, 1, d/2] RoPE
-    sin: Tensor
+    rope: Tensor                             # [B, L, 1, d/2] complex rotations
     groups: list[tuple[Ranges, ...]]         # attention groups per sample
     video_len: int                           # Lv: the joint sequence is [video (Lv); audio]
 
@@ -281,7 +285,7 @@ class DoubleStreamBlock(nn.Module):
     def forward(self, x: Tensor, args: BlockArgs) -> Tensor:
         n = args.video_len
         xv, xa = x[:, :n], x[:, n:]                                     # [B, Lv, D], [B, La, D]
-        mv, ma = self.modulation(args.e0[:, :n]), self.modulation_audio(args.e0[:, n:])
+        mv, ma = self.modulation(args.time.tokens(0, n)), self.modulation_audio(args.time.tokens(n))
         yv, ya = self.self_attn.self_attention(
             [(modulate(self.norm1(xv), mv[0], mv[1]), ""), (modulate(self.norm1(xa), ma[0], ma[1]), "_audio")], args)
         xv, xa = xv + yv * mv[2], xa + ya * ma[2]
@@ -307,7 +311,7 @@ class SingleStreamBlock(nn.Module):
         self.modulation = Modulation(6, p.dim)
 
     def forward(self, x: Tensor, args: BlockArgs) -> Tensor:
-        m = self.modulation(args.e0)
+        m = self.modulation(args.time)
         (y,) = self.self_attn.self_attention([(modulate(self.norm1(x), m[0], m[1]), "")], args)
         x = x + y * m[2]
         x = x + self.cross_attn.cross_attention(self.norm3(x), args.context)
@@ -324,14 +328,20 @@ class Head(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
 
     def forward(self, x: Tensor, e: Tensor) -> Tensor:
-        shift, scale = (self.modulation.to(e.dtype).unsqueeze(0) + e.unsqueeze(2)).unbind(2)  # [B, L, D] each
+        # e [B, L or 1, D] → shift, scale [B, L or 1, D]
+        shift, scale = (self.modulation.to(e.dtype).unsqueeze(0) + e.unsqueeze(2)).unbind(2)
         return self.head(modulate(self.norm(x), shift, scale))
 
 
 # --- the model ----------------------------------------------------------------------------------
 
 class NavaTransformer(nn.Module):
-    """The NAVA DiT. `forward(batch)` maps a list of NavaInputs to a list of NavaOutputs."""
+    """The NAVA DiT. `forward(batch)` maps a list of NavaInputs to a list of NavaOutputs.
+
+    Speed settings (none changes the numbers beyond kernel rounding): `attention_backends` picks
+    the SDPA kernels; `compile_blocks()` compiles each block; `embed_context()` lets a sampler
+    compute the text contexts once per window; RoPE tables are cached per batch layout.
+    """
 
     def __init__(self, params: NavaParams) -> None:
         super().__init__()
@@ -349,37 +359,50 @@ class NavaTransformer(nn.Module):
         self.single_blocks = nn.ModuleList(SingleStreamBlock(p) for _ in range(p.n_single_blocks))
         self.head = Head(p.dim, math.prod(p.patch_size) * p.video_out_channels, p.eps)
         self.head_audio = Head(p.dim, p.audio_out_channels, p.eps)
+        self.attention_backends: tuple[str, ...] | None = None  # SDPA backends by priority; None: PyTorch's
+        self._rope_cache: dict[tuple, Tensor] = {}
 
     @property
     def dtype(self) -> torch.dtype:
         """Compute dtype: activations run in the dtype of the (never quantised) stem weights."""
         return self.patch_embedding.weight.dtype
 
-    def forward(self, batch: Sequence[NavaInputs]) -> list[NavaOutputs]:
+    def compile_blocks(self, **options: Any) -> None:
+        """torch.compile every block in place (options go to `torch.compile`, e.g. mode="max-autotune").
+
+        Blocks see one shape per window, so each compiles once per window size and batch layout.
+        """
+        for block in (*self.double_blocks, *self.single_blocks):
+            block.compile(**options)
+
+    def forward(self, batch: Sequence[NavaInputs], *, contexts: Tensor | None = None) -> list[NavaOutputs]:
+        """contexts: `embed_context(batch)` computed earlier (it depends on neither latents nor t)."""
         if not batch:
             raise ValueError("empty batch")
         for sample in batch:
             _validate(sample, self.params)
-        video = [self._embed_video(s.video_latents) for s in batch]     # [Lv_i, D] each, or None
-        audio = [self._embed_audio(s.audio_latents) for s in batch]     # [La_i, D] each, or None
+        expected = (len(batch), self.params.n_text_tokens, self.params.dim)
+        if contexts is not None and tuple(contexts.shape) != expected:
+            raise ValueError(f"contexts must be {list(expected)}, got {list(contexts.shape)}")
+        video = _per_tensor(self._embed_video, [s.video_latents for s in batch])   # [Lv_i, D] each, or None
+        audio = _per_tensor(self._embed_audio, [s.audio_latents for s in batch])   # [La_i, D] each, or None
         n_video = [0 if v is None else v.shape[0] for v in video]
         n_audio = [0 if a is None else a.shape[0] for a in audio]
         lv, la = max(n_video), max(n_audio)
         x = torch.cat([self._pad_stack(video, lv), self._pad_stack(audio, la)], dim=1)  # [B, Lv + La, D]
 
-        t = torch.stack([self._token_timesteps(s, lv, la) for s in batch])  # [B, Lv + La] float64
-        e = self.time_embedding(timestep_sinusoid(t, self.params.freq_dim).to(self.dtype))  # [B, L, D]
-        e0 = self.time_projection(e).unflatten(-1, (6, self.params.dim))                    # [B, L, 6, D]
-        cos, sin = self._rope(batch, lv, la)
+        time = self._time(torch.stack([self._token_timesteps(s, lv, la) for s in batch]))
         args = BlockArgs(
-            e0=e0, context=self._embed_context(batch), cos=cos, sin=sin, video_len=lv,
+            time=time, context=self.embed_context(batch) if contexts is None else contexts.to(self.dtype),
+            rope=self._rope(batch, lv, la), video_len=lv,
             groups=[token_groups(nv, na, lv, s.modality_masked)
                     for nv, na, s in zip(n_video, n_audio, batch, strict=True)])
-        for block in (*self.double_blocks, *self.single_blocks):
-            x = block(x, args)
+        with sdpa_backends(self.attention_backends):
+            for block in (*self.double_blocks, *self.single_blocks):
+                x = block(x, args)
 
-        out_v = self.head(x[:, :lv], e[:, :lv])                          # [B, Lv, pt·ph·pw·C_v]
-        out_a = self.head_audio(x[:, lv:], e[:, lv:])                    # [B, La, C_a]
+        out_v = self.head(x[:, :lv], time.tokens(0, lv).embedding())    # [B, Lv, pt·ph·pw·C_v]
+        out_a = self.head_audio(x[:, lv:], time.tokens(lv).embedding())  # [B, La, C_a]
         return [NavaOutputs(
             video_velocity=None if s.video_latents is None else self._unpatchify(out_v[b], s.video_latents.shape),
             audio_velocity=None if s.audio_latents is None else out_a[b, :n_audio[b]],
@@ -402,7 +425,8 @@ class NavaTransformer(nn.Module):
         # per sample: the k=7 convolutions must see zeros past the end, not a neighbour's padding
         return self.patch_embedding_audio(latents.to(self._device(), self.dtype).unsqueeze(0))[0]  # [La, D]
 
-    def _embed_context(self, batch: Sequence[NavaInputs]) -> Tensor:
+    def embed_context(self, batch: Sequence[NavaInputs]) -> Tensor:
+        """Each sample's context through the text MLP, speaker tokens written in: [B, n_text_tokens, D]."""
         p = self.params
         padded = torch.zeros(len(batch), p.n_text_tokens, p.text_dim, dtype=self.dtype, device=self._device())
         for b, s in enumerate(batch):
@@ -423,8 +447,31 @@ class NavaTransformer(nn.Module):
             t[lv: lv + s.audio_timesteps.numel()] = s.audio_timesteps.to(t)
         return t
 
-    def _rope(self, batch: Sequence[NavaInputs], lv: int, la: int) -> tuple[Tensor, Tensor]:
-        """cos/sin [B, Lv + La, 1, d/2]; padding positions stay unrotated."""
+    def _time(self, t: Tensor) -> TokenTime:
+        """Per-token t [B, L] float64 → the time MLP run once per distinct t (a window has one or two)."""
+        levels, index = torch.unique(t, return_inverse=True)                           # [U], [B, L]
+        if bool((index == index[:, :1]).all()):
+            index = index[:, :1]                                                       # one t per sample
+        # GEMM kernels sum in another order for a handful of rows; padding to TIME_MLP_MIN_ROWS rows
+        # gives the numbers of the official per-token computation (bitwise on CPU)
+        rows = F.pad(levels, (0, max(0, TIME_MLP_MIN_ROWS - len(levels))))
+        e = self.time_embedding(timestep_sinusoid(rows, self.params.freq_dim).to(self.dtype))  # [U', D]
+        e0 = self.time_projection(e).unflatten(-1, (6, self.params.dim))                      # [U', 6, D]
+        return TokenTime(e[: len(levels)], e0[: len(levels)], index)
+
+    def _rope(self, batch: Sequence[NavaInputs], lv: int, la: int) -> Tensor:
+        """Rotations [B, Lv + La, 1, d/2], cached per layout (they depend on shapes only)."""
+        layout = tuple((None if s.video_latents is None else tuple(s.video_latents.shape[1:]),
+                        None if s.audio_latents is None else s.audio_latents.shape[0]) for s in batch)
+        key = (layout, lv, la, self._device(), self.dtype)
+        if key not in self._rope_cache:
+            if len(self._rope_cache) >= ROPE_CACHE_SIZE:
+                self._rope_cache.pop(next(iter(self._rope_cache)))
+            self._rope_cache[key] = self._rope_table(batch, lv, la)
+        return self._rope_cache[key]
+
+    def _rope_table(self, batch: Sequence[NavaInputs], lv: int, la: int) -> Tensor:
+        """Rotations [B, Lv + La, 1, d/2]; padding positions stay unrotated."""
         d, device = self.params.head_dim, self._device()
         angles = torch.zeros(len(batch), lv + la, d // 2, dtype=torch.float64, device=device)
         for b, s in enumerate(batch):
@@ -435,8 +482,7 @@ class NavaTransformer(nn.Module):
                 n = s.audio_latents.shape[0]
                 angles[b, lv: lv + n] = audio_rope_angles(n, d, self.params.audio_rope_scale, device)
         # RoPE runs in >= fp32 (float64 in the official code; fp32 is within every tolerance)
-        dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-        return angles.cos().to(dtype).unsqueeze(2), angles.sin().to(dtype).unsqueeze(2)
+        return rope_rotations(angles, self.dtype).unsqueeze(2)
 
     def _unpatchify(self, tokens: Tensor, latent_shape: torch.Size) -> Tensor:
         """[Lv_pad, pt·ph·pw·C] → [C, F, H, W], cropping token and spatial padding."""
@@ -457,6 +503,15 @@ class NavaTransformer(nn.Module):
             if r is not None:
                 out[b, : r.shape[0]] = r
         return out
+
+
+def _per_tensor(embed: Callable[[Tensor | None], Tensor | None], latents: list[Tensor | None]) -> list[Tensor | None]:
+    """embed(x) for each entry, computed once per distinct tensor object (guidance branches share latents)."""
+    done: dict[int, Tensor | None] = {}
+    for x in latents:
+        if id(x) not in done:
+            done[id(x)] = embed(x)
+    return [done[id(x)] for x in latents]
 
 
 def _validate(s: NavaInputs, p: NavaParams) -> None:
