@@ -10,8 +10,8 @@ import pytest
 from nava_dub import media
 from nava_dub.options import DubOptions
 from nava_dub.pipeline import dub
-from nava_dub.transcript import write_transcript
 from nava_dub.timeline import Span
+from nava_dub.transcript import write_transcript
 from tests import tiny_nava
 from tests.clips import ffmpeg, make_talking_clip, spoken_lines
 from tests.speech_models import torch_threads
@@ -82,7 +82,7 @@ def test_keep_mode_changes_only_the_speech(tmp_path, plain):
     changed = np.flatnonzero(old != new) / 16000
     assert changed.size, "the speech was not replaced"
     margin = 0.2 + 0.03 + 0.05                                             # span margin, crossfade, token rounding
-    assert all(any(l.start_s - margin <= t <= l.end_s + margin for l in lines) for t in changed[::50])
+    assert all(any(line.start_s - margin <= t <= line.end_s + margin for line in lines) for t in changed[::50])
     record = json.loads(report.record.read_text())
     assert record["seed"] == 0 and record["options"]["video_mode"] == "keep"
     assert len(record["windows"]) == report.n_windows >= 1
@@ -112,7 +112,7 @@ def test_edited_transcript_regenerates_only_changed_windows(tmp_path, plain, mon
     calls = []
     real = dub_window.generate_window
     monkeypatch.setattr(dub_window, "generate_window", lambda *a, **k: calls.append(a[3].index) or real(*a, **k))
-    spans = [Span(l.start_s, l.end_s, l.text, f"SPEAKER_0{i % 2}") for i, l in enumerate(lines)]
+    spans = [Span(line.start_s, line.end_s, line.text, f"SPEAKER_0{i % 2}") for i, line in enumerate(lines)]
     write_transcript(tmp_path / "t.json", spans)
     first = _dub(clip, tmp_path / "t.json", tmp_path / "o.mkv", video_mode="keep", margin_s=0.1)
     assert first.n_windows == 2, "the two lines should plan as two windows (max gap)"
