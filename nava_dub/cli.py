@@ -32,7 +32,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-COMMANDS = ("dub", "plan", "transcribe", "check", "generate", "batch")
+COMMANDS = ("dub", "plan", "transcribe", "check", "generate", "batch", "clear-cache", "weights")
 ADVANCED = "Advanced"
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show debug details and tracebacks.")]
@@ -264,3 +264,56 @@ def check(
             render_check(out, weights, statuses, system)
         if problems:
             raise typer.Exit(1)
+
+
+@app.command()
+def generate(
+    jobs: Annotated[Path, typer.Argument(help="NAVA's JSONL: one {\"prompt\", \"image_path\"?, \"spk_wavs\"?, "
+                                              "\"task\"?} per line.", show_default=False)],
+    output_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs (.mp4, or .wav for t2a).",
+                                             show_default=False)],
+    frames: Annotated[int, typer.Option("--frames", help="Latent frames: 37 = 6.04 s, 61 = 10.04 s.")] = 37,
+    size: Annotated[str | None, typer.Option("--size", help="WxH in pixels (default: 1280x704, or the image's "
+                                                            "bucket).")] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps (NAVA uses 50).")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Line i uses seed + i.")] = 100,
+    audio_48k: Annotated[bool, typer.Option("--audio-48k", help="Write the vocoder's 48 kHz sound.",
+                                            rich_help_panel=ADVANCED)] = False,
+    weights: WeightsDir = Path("weights"),
+    device: DeviceOpt = "auto",
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run NAVA's own tasks (text or first image to audio+video, text to audio) from a JSONL file."""
+    with reporting(verbose):
+        from nava_dub.jobs import JobOptions, run_jobs
+        width_px, height_px = _size(size)
+        results = run_jobs(jobs, output_dir, weights_dir=weights, progress=progress_reporter(quiet),
+                           options=JobOptions(n_latent_frames=frames, height_px=height_px, width_px=width_px,
+                                              steps=steps, seed=seed, device=device, vocoder_48k=audio_48k))
+        for result in results:
+            out.print(f"{result.status}: {result.path}", highlight=False)
+
+
+def _size(value: str | None) -> tuple[int | None, int | None]:
+    if value is None:
+        return None, None
+    try:
+        width, height = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size {value!r} is not WxH", "e.g. --size 1280x704") from None
+    return width, height
+
+
+@app.command("clear-cache")
+def clear_cache(
+    outputs: Annotated[list[Path], typer.Argument(help="Outputs whose finished-window cache to delete.",
+                                                  show_default=False)],
+    verbose: Verbose = False,
+) -> None:
+    """Delete the cache of finished windows that a dub keeps beside its output (for resuming)."""
+    with reporting(verbose):
+        from nava_dub.cache import WindowCache, cache_dir_for
+        for output in outputs:
+            n = WindowCache(cache_dir_for(output)).clear()
+            out.print(f"{output}: {n} cached windows removed", highlight=False)
