@@ -10,8 +10,12 @@ ffmpeg -hide_banner -loglevel error -y -i "$tmp/a1.wav" -i "$tmp/b1.wav" -i "$tm
   -f lavfi -t 0.8 -i anullsrc=r=22050:cl=mono \
   -filter_complex "[3:a]asplit=3[s1][s2][s3];[s1][0:a][s2][1:a][s3][2:a]concat=n=6:v=0:a=1,aresample=48000[a]" \
   -map "[a]" "$tmp/dialog.wav"
-ffmpeg -hide_banner -loglevel error -y -f lavfi -i "smptehdbars=size=640x360:rate=30" -i "$tmp/dialog.wav" \
-  -map 0:v -map 1:a -shortest -c:v libx264 -preset veryslow -crf 30 -pix_fmt yuv420p \
+# face.jpg: NASA's public-domain portrait of astronaut Eileen Collins (via scikit-image's test data),
+# drifting slowly over a soft background, so --video face has a face to follow
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i "gradients=size=640x360:rate=30:speed=0.002" \
+  -loop 1 -i face.jpg -i "$tmp/dialog.wav" \
+  -filter_complex "[1:v]scale=300:300[f];[0:v][f]overlay=x='170+20*sin(t/2)':y='30+6*sin(t/3)':shortest=1[v]" \
+  -map "[v]" -map 2:a -shortest -c:v libx264 -preset veryslow -crf 30 -pix_fmt yuv420p \
   -c:a aac -b:a 64k -ac 2 -metadata title="nava-dub sample: two voices" two_voices.mp4
 # the transcript an editor would start from: each line where it is spoken (0.8 s gaps between them)
 d() { soxi -D "$1"; }
