@@ -34,10 +34,10 @@ def check_plan_rules(windows: tuple[Window, ...], spans: list[Span], duration_s:
             slack_s = options.margin_s + 4 * FRAME_S
             assert float(w.start_s) >= w.spans[0].start_s - slack_s - EPS, w
             assert float(w.end_s) <= w.spans[-1].end_s + slack_s + EPS, w
-        for a, b in zip(w.spans, w.spans[1:]):
+        for a, b in zip(w.spans, w.spans[1:], strict=False):
             assert b.start_s - a.end_s <= options.max_gap_s + EPS, "a long pause inside a window"
     # windows in order; touching spans can make neighbours overlap, by one 4-frame step at most
-    for a, b in zip(windows, windows[1:]):
+    for a, b in zip(windows, windows[1:], strict=False):
         assert b.start_frame >= a.start_frame + a.n_frames - 4, (a, b)
     # every re-voiced word lies whole inside one window (never cut inside a word), and nothing else is voiced
     planned = [s for w in windows for s in w.spans]
