@@ -7,9 +7,9 @@ decoding) for one of three modes and picks one from the free memory in `auto`:
               branch in one batch, VAE decoded untiled
     balanced  text encoder released after encoding, transformer resident, branches batched,
               VAE decoded in tiles of 22×40 latent cells (NAVA's default)
-    low       text encoder released, transformer blocks streamed from host memory in groups
-              (the largest size up to a quarter of the blocks that fits), one branch per call,
-              VAE tiles of 16×30 cells
+    low       text encoder released (run on the CPU when even it alone does not fit), transformer
+              blocks streamed from host memory in groups (the largest size up to a quarter of the
+              blocks that fits), one branch per call, VAE tiles of 16×30 cells
 
 Weights are counted exactly from the architecture. Activations and the VAE working set are
 estimates: per token and pass, the FFN phase of a block holds x, the modulated input and two
@@ -91,9 +91,12 @@ class PeakEstimate:
 
 @dataclass(frozen=True)
 class MemoryPlan:
+    """What stays on the GPU during a window, what streams or is tiled, and the estimated peak."""
+
     mode: str                                        # max | balanced | low (auto resolved)
     weights_dtype: str                               # fp32 | bf16 | fp8
     keep_text_encoder: bool                          # False: released (or moved to the CPU) after encoding
+    text_encoder_on_gpu: bool                        # False (low mode, when it does not fit): encode on the CPU
     offload_group_size: int | None                   # None: every transformer block resident
     max_batch: int | None                            # passes per transformer call; None: all in one batch
     vae_tiles: tuple[int, int, int, int] | None      # latent cells (h, w, stride h, stride w); None: untiled
@@ -111,7 +114,8 @@ class MemoryPlan:
                   else f"transformer streamed {self.offload_group_size} block(s) at a time")
         tiles = "VAE untiled" if self.vae_tiles is None else f"VAE tiles {self.vae_tiles[0]}x{self.vae_tiles[1]}"
         passes = "branches batched" if self.max_batch is None else f"{self.max_batch} branch per call"
-        text = "text encoder kept" if self.keep_text_encoder else "text encoder released after encoding"
+        text = ("text encoder kept" if self.keep_text_encoder else "text encoder released after encoding"
+                if self.text_encoder_on_gpu else "text encoder run on the CPU")
         free = "" if self.free_bytes is None else f" of {self.free_bytes / GB:.1f} GB free"
         return (f"memory {self.mode} ({self.weights_dtype}): {text}, {blocks}, {passes}, {tiles}; "
                 f"estimated peak {self.estimate.peak_bytes / GB:.1f} GB{free}")
@@ -150,6 +154,8 @@ def _plan(params: NavaParams, shape: GenerationShape, mode: str, free_bytes: int
 def _build(params: NavaParams, shape: GenerationShape, mode: str, free_bytes: int | None, weights_dtype: str,
            group_size: int | None) -> MemoryPlan:
     keep_text = mode == "max"
+    text_phase = TEXT_ENCODER_PARAMS * 2 + TEXT_ACTIVATION_BYTES
+    text_on_gpu = not (mode == "low" and free_bytes is not None and text_phase > free_bytes * HEADROOM)
     max_batch = 1 if mode == "low" else None
     tiles = {"max": None, "balanced": BALANCED_TILES, "low": LOW_TILES}[mode]
     weights = transformer_weight_bytes(params, weights_dtype)
@@ -163,11 +169,12 @@ def _build(params: NavaParams, shape: GenerationShape, mode: str, free_bytes: in
                                          * params.video_in_channels)
     transformer = resident + activations * act_bytes + latents
     estimate = PeakEstimate(
-        text_bytes=TEXT_ENCODER_PARAMS * 2 + TEXT_ACTIVATION_BYTES,
+        text_bytes=text_phase if text_on_gpu else 0,
         denoise_bytes=transformer + text + codecs,
         decode_bytes=resident + text + codecs + _decode_bytes(shape, tiles),
         transformer_bytes=transformer)
-    return MemoryPlan(mode, weights_dtype, keep_text, group_size, max_batch, tiles, resident, estimate, free_bytes)
+    return MemoryPlan(mode, weights_dtype, keep_text, text_on_gpu, group_size, max_batch, tiles, resident, estimate,
+                      free_bytes)
 
 
 def _decode_bytes(shape: GenerationShape, tiles: tuple[int, int, int, int] | None) -> int:

@@ -4,9 +4,10 @@ The output is what NAVA_FP8's converter writes (nava_dit.md §6.1): every 2-D Li
 blocks' self_attn, cross_attn and ffn (380 tensors at release size) becomes float8_e4m3fn with a
 bfloat16 per-row `<key>_scale`; every other tensor is stored as bfloat16. The header is known
 before any data is read, so the file is written in one pass: each tensor is read with plain file
-reads (no memory map that would pile file pages up in RSS), converted and written, so the peak
-host memory is about one fp32 copy of the largest tensor (0.2 GB at release size). The output
-appears atomically: it is written next to DST and renamed over it once complete.
+reads (no memory map that would pile file pages up in RSS) straight into its storage, quantised a
+block of rows at a time and written from its own memory, so the host holds about one input tensor
+and its converted copy (the largest is the audio stem's [8192, 3072, 7] convolution, 0.35 GB in bf16).
+The output appears atomically: it is written next to DST and renamed over it once complete.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from nava_dub.model.transformer import NavaParams, NavaTransformer
 
 HEADER_ALIGNMENT = 8        # safetensors pads its JSON header to a multiple of 8 bytes
 DISK_MARGIN = 1.02          # free space asked for beyond the output size
+ROWS_PER_BLOCK = 1024       # weight rows quantised at a time (12 MB of fp32 temporaries at D = 3072)
 _SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 
 Progress = Callable[[int, int], None]   # (tensors done, tensors in all)
@@ -142,11 +144,14 @@ def _write(src: Path, header: dict[str, TensorInfo], specs: list[TensorSpec], ou
             if spec.source != spec.key:
                 continue  # a scale: written right after its weight
             tensor = _read_tensor(fin, data_start, header[spec.source])
-            outputs = _convert(spec, tensor)
-            for converted in outputs:
-                fout.write(converted.contiguous().view(torch.uint8).numpy().tobytes())
             if spec.dtype == FP8_DTYPE:
-                worst = max(worst, (_relative_error(tensor, *outputs), spec.key))
+                quantised, scale, error = _quantise_in_rows(tensor)
+                outputs: tuple[torch.Tensor, ...] = (quantised, scale)
+                worst = max(worst, (error, spec.key))
+            else:
+                outputs = (tensor.to(SCALE_DTYPE),)
+            for converted in outputs:  # written from the tensor's own memory, no bytes copy
+                fout.write(converted.contiguous().view(torch.uint8).numpy().data)
             n_done += len(outputs)
             if on_progress is not None:
                 on_progress(n_done, len(specs))
@@ -155,14 +160,19 @@ def _write(src: Path, header: dict[str, TensorInfo], specs: list[TensorSpec], ou
     return worst
 
 
-def _convert(spec: TensorSpec, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The output tensor(s) of one input tensor: (fp8 weight, bf16 scale) or (bf16 tensor,)."""
-    return quantise_weight(tensor) if spec.dtype == FP8_DTYPE else (tensor.to(SCALE_DTYPE),)
-
-
-def _relative_error(weight: torch.Tensor, quantised: torch.Tensor, scale: torch.Tensor) -> float:
-    w = weight.float()
-    return float((quantised.float() * scale.float().unsqueeze(1) - w).norm() / w.norm().clamp(min=1e-30))
+def _quantise_in_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """quantise_weight in blocks of rows (it is per row, so the result is the same) with the fp32
+    temporaries of one block only; also returns ‖W − Ŵ‖₂ / ‖W‖₂."""
+    quantised = torch.empty(weight.shape, dtype=FP8_DTYPE)
+    scale = torch.empty(weight.shape[0], dtype=SCALE_DTYPE)
+    error_sq = norm_sq = 0.0
+    for start in range(0, weight.shape[0], ROWS_PER_BLOCK):
+        rows = slice(start, start + ROWS_PER_BLOCK)
+        quantised[rows], scale[rows] = quantise_weight(weight[rows])
+        w = weight[rows].float()
+        error_sq += float((quantised[rows].float() * scale[rows].float().unsqueeze(1) - w).pow(2).sum())
+        norm_sq += float(w.pow(2).sum())
+    return quantised, scale, (error_sq / max(norm_sq, 1e-60)) ** 0.5
 
 
 def _header_bytes(specs: list[TensorSpec]) -> bytes:
@@ -183,11 +193,15 @@ def _data_start(path: Path) -> int:
 
 def _read_tensor(fh, data_start: int, info: TensorInfo) -> torch.Tensor:
     n_bytes = math.prod(info.shape) * info.dtype.itemsize
-    fh.seek(data_start + info.start)
-    raw = bytearray(fh.read(n_bytes))
-    if len(raw) != n_bytes:
-        raise WeightsError(f"checkpoint ended while reading a tensor at byte {data_start + info.start}",
-                           "download the file again")
-    if not raw:
+    if n_bytes == 0:
         return torch.empty(info.shape, dtype=info.dtype)
+    raw = bytearray(n_bytes)   # read straight into the tensor's storage: one copy of the tensor in memory
+    view, n_read = memoryview(raw), 0
+    fh.seek(data_start + info.start)
+    while n_read < n_bytes:
+        n = fh.readinto(view[n_read:])
+        if not n:
+            raise WeightsError(f"checkpoint ended while reading a tensor at byte {data_start + info.start}",
+                               "download the file again")
+        n_read += n
     return torch.frombuffer(raw, dtype=info.dtype).reshape(info.shape)
