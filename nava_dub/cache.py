@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nava_dub.errors import MediaError
 from nava_dub.geometry import Box
 
 CACHE_VERSION = 1
@@ -78,16 +79,22 @@ class WindowCache:
     def store(self, key: str, result: WindowResult) -> None:
         if not self.enabled:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         meta = {"regions": _regions_to(result.regions), "sample_rate_hz": result.sample_rate_hz, "note": result.note}
         arrays = {"waveform": result.waveform, "meta": np.array(json.dumps(meta))}
         if result.frames is not None:
             arrays["frames"] = result.frames
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".npz")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".npz")
+        except OSError as e:
+            raise _unwritable(self.folder, e) from None
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
             os.replace(tmp, self.folder / f"{key}.npz")
+        except OSError as e:   # a full disk: say so in one line, leave no torn entry
+            Path(tmp).unlink(missing_ok=True)
+            raise _unwritable(self.folder, e) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -100,6 +107,11 @@ class WindowCache:
         n = len(self.keys())
         shutil.rmtree(self.folder, ignore_errors=True)
         return n
+
+
+def _unwritable(folder: Path, error: OSError) -> MediaError:
+    return MediaError(f"cannot keep a finished window in the cache {folder}: {error.strerror or error}",
+                      "free some disk space, or pass --no-cache")
 
 
 def _regions_to(regions: tuple[Box | None, ...] | None) -> list | None:

@@ -7,6 +7,7 @@ the pipeline when it runs. Results (and --json) go to stdout, everything else to
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nava_dub import __version__
 from nava_dub.errors import DubError, UsageError
@@ -54,7 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and not args[0].startswith("-") and args[0] not in COMMANDS:
         args.insert(0, "dub")
+    signal.signal(signal.SIGTERM, _interrupt)   # a scheduler's kill cleans up like Ctrl-C: no temporary files, no locks
     app(args=args, prog_name="nava-dub")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 @app.callback(invoke_without_command=True)
@@ -67,14 +74,16 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
 # --- rendering ---------------------------------------------------------------------------------
 
 @contextmanager
-def reporting(verbose: bool):
-    """Turn failures into one `error:` line (and a `help:` line), with the right exit code."""
+def reporting(verbose: bool, resumable: bool = False):
+    """Turn failures into one `error:` line (and a `help:` line), with the right exit code.
+
+    Messages are escaped: they hold paths and values, and "[1]" in a file name is no markup."""
     try:
         yield
     except DubError as e:
-        err.print(f"[bold red]error:[/] {e.message}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, markup=True)
         if e.hint:
-            err.print(f"[bold cyan]help:[/] {e.hint}", highlight=False)
+            err.print(f"[bold cyan]help:[/] {escape(e.hint)}", highlight=False)
         if verbose:
             err.print("".join(traceback.format_exception(e)), markup=False, highlight=False)
         raise typer.Exit(e.exit_code) from None
@@ -82,10 +91,12 @@ def reporting(verbose: bool):
         raise
     except KeyboardInterrupt:
         err.print("[bold red]error:[/] interrupted; nothing was written to the output path")
+        if resumable:
+            err.print("[bold cyan]help:[/] finished windows are kept: run the same command again to resume")
         raise typer.Exit(130) from None
     except Exception as e:  # a bug: say so, show the cause, ask for a report
-        err.print(f"[bold red]error:[/] nava-dub failed unexpectedly: {type(e).__name__}: {e}", markup=True,
-                  highlight=False)
+        err.print(f"[bold red]error:[/] nava-dub failed unexpectedly: {type(e).__name__}: {escape(str(e))}",
+                  markup=True, highlight=False)
         cause = e.__cause__ or e.__context__
         while cause is not None:
             err.print(f"  cause: {type(cause).__name__}: {cause}", markup=False, highlight=False)
@@ -119,12 +130,52 @@ def _speakers(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
-# --- commands ----------------------------------------------------------------------------------
+# --- the options of the commands that dub (dub, batch) ------------------------------------------------
 
+RefOpt = Annotated[list[str] | None, typer.Option(
+    "--ref", help="Voice to use: FILE for every re-voiced speaker, or SPEAKER=FILE (repeatable). "
+                  "Without it, a clean clip of each speaker is cut from the input.")]
 VideoModeOpt = Annotated[str, typer.Option("--video", help="face: regenerate the speaker's face only; keep: "
                                           "never touch the picture; full: regenerate each window from its first frame.")]
 AudioModeOpt = Annotated[str, typer.Option("--audio", help="speech: regenerate only the re-voiced spans; "
                                           "full: regenerate each window's whole sound.")]
+FaceOpt = Annotated[str | None, typer.Option("--face", help="X,Y,W,H: the speaker's face box in source pixels, "
+                                                            "when several faces are in the picture.")]
+StepsOpt = Annotated[int, typer.Option("--steps", help="Sampling steps (NAVA uses 50).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Same seed and options, same output.")]
+CodecOpt = Annotated[str, typer.Option("--codec", help="Video codec when the picture changes: libx264, libx265, "
+                                                      "prores_ks, ffv1.")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Regenerate every window; keep no cache.")]
+CfgVideo = Annotated[float, typer.Option("--cfg-video", rich_help_panel=ADVANCED)]
+CfgAudio = Annotated[float, typer.Option("--cfg-audio", rich_help_panel=ADVANCED)]
+CfgVideoAlign = Annotated[float, typer.Option("--cfg-video-align", rich_help_panel=ADVANCED)]
+CfgAudioAlign = Annotated[float, typer.Option("--cfg-audio-align", rich_help_panel=ADVANCED)]
+CfgTimbre = Annotated[float, typer.Option("--cfg-timbre", rich_help_panel=ADVANCED)]
+HoldOpt = Annotated[str, typer.Option("--hold", help="How kept latents follow the source: clean (t=0 tokens) "
+                                                    "or noised.", rich_help_panel=ADVANCED)]
+ResolutionOpt = Annotated[int, typer.Option("--resolution", help="NAVA's size table: 960 (NAVA's); 640, 512, 256, "
+                                                                 "128 scale it down for previews.",
+                                            rich_help_panel=ADVANCED)]
+Audio48kOpt = Annotated[bool, typer.Option("--audio-48k", help="Use the vocoder's 48 kHz output.",
+                                           rich_help_panel=ADVANCED)]
+MemoryOpt = Annotated[str, typer.Option("--memory", help="GPU memory mode: auto (from the free memory), max, "
+                                                         "balanced or low.", rich_help_panel=ADVANCED)]
+
+
+def _dub_options(values: dict, output: Path, transcript: Path | None):
+    """DubOptions from the parameters every dubbing command shares (`values`: the command's locals())."""
+    from nava_dub.options import DubOptions, GuidanceOptions
+    v = values
+    return DubOptions(
+        output=output, refs=tuple(v["ref"] or ()), transcript=transcript, speakers=_speakers(v["speakers"]),
+        video_mode=v["video"], audio_mode=v["audio"], face_hint=v["face"], steps=v["steps"], seed=v["seed"],
+        hold=v["hold"], guidance=GuidanceOptions(v["guidance_video"], v["guidance_audio"], v["guidance_video_align"],
+                                                 v["guidance_audio_align"], v["guidance_timbre"]),
+        resolution_px=v["resolution"], codec=v["codec"], weights_dir=v["weights"], device=v["device"],
+        use_cache=not v["no_cache"], vocoder_48k=v["audio_48k"], memory=v["memory"])
+
+
+# --- commands ----------------------------------------------------------------------------------
 
 
 @app.command()
@@ -132,55 +183,68 @@ def dub(
     input: Annotated[Path, typer.Argument(help="The video to re-voice.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the dubbed video.",
                                          show_default=False)],
-    ref: Annotated[list[str] | None, typer.Option(
-        "--ref", help="Voice to use: FILE for every re-voiced speaker, or SPEAKER=FILE (repeatable). "
-                      "Without it, a clean clip of each speaker is cut from the input.")] = None,
+    ref: RefOpt = None,
     transcript: TranscriptOpt = None,
     speakers: SpeakersOpt = None,
+    only: Annotated[str | None, typer.Option("--only", help="Preview: dub only START-END (seconds or timecodes, "
+                                                            "e.g. 12.5-20), into an excerpt of the input.")] = None,
+    span: Annotated[int | None, typer.Option("--span", help="Preview: dub only transcript line N (from 1), "
+                                                            "into an excerpt of the input.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check everything and show the plan, the model "
+                                                            "passes, memory and time; load and write nothing.")] = False,
     video: VideoModeOpt = "face",
     audio: AudioModeOpt = "speech",
-    face: Annotated[str | None, typer.Option("--face", help="X,Y,W,H: the speaker's face box in source pixels, "
-                                                          "when several faces are in the picture.")] = None,
-    steps: Annotated[int, typer.Option("--steps", help="Sampling steps (NAVA uses 50).")] = 50,
-    seed: Annotated[int, typer.Option("--seed", help="Same seed and options, same output.")] = 0,
-    codec: Annotated[str, typer.Option("--codec", help="Video codec when the picture changes: libx264, libx265, "
-                                                       "prores_ks, ffv1.")] = "libx264",
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Regenerate every window; keep no cache.")] = False,
+    face: FaceOpt = None,
+    steps: StepsOpt = 50,
+    seed: SeedOpt = 0,
+    codec: CodecOpt = "libx264",
+    no_cache: NoCacheOpt = False,
     language: LanguageOpt = None,
     num_speakers: NumSpeakersOpt = None,
-    guidance_video: Annotated[float, typer.Option("--cfg-video", rich_help_panel=ADVANCED)] = 3.0,
-    guidance_audio: Annotated[float, typer.Option("--cfg-audio", rich_help_panel=ADVANCED)] = 2.0,
-    guidance_video_align: Annotated[float, typer.Option("--cfg-video-align", rich_help_panel=ADVANCED)] = 3.0,
-    guidance_audio_align: Annotated[float, typer.Option("--cfg-audio-align", rich_help_panel=ADVANCED)] = 2.0,
-    guidance_timbre: Annotated[float, typer.Option("--cfg-timbre", rich_help_panel=ADVANCED)] = 3.0,
-    hold: Annotated[str, typer.Option("--hold", help="How kept latents follow the source: clean (t=0 tokens) "
-                                                     "or noised.", rich_help_panel=ADVANCED)] = "clean",
-    resolution: Annotated[int, typer.Option("--resolution", help="NAVA's size table: 960 (NAVA's); 640, 512, 256, 128 scale it down for previews.",
-                                            rich_help_panel=ADVANCED)] = 960,
-    audio_48k: Annotated[bool, typer.Option("--audio-48k", help="Use the vocoder's 48 kHz output.",
-                                            rich_help_panel=ADVANCED)] = False,
+    guidance_video: CfgVideo = 3.0,
+    guidance_audio: CfgAudio = 2.0,
+    guidance_video_align: CfgVideoAlign = 3.0,
+    guidance_audio_align: CfgAudioAlign = 2.0,
+    guidance_timbre: CfgTimbre = 3.0,
+    hold: HoldOpt = "clean",
+    resolution: ResolutionOpt = 960,
+    audio_48k: Audio48kOpt = False,
+    memory: MemoryOpt = "auto",
     weights: WeightsDir = Path("weights"),
     device: DeviceOpt = "auto",
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
     """Re-voice INPUT with the reference voice(s), lips in sync, and write the result to -o."""
-    with reporting(verbose):
+    with reporting(verbose, resumable=True):
         from nava_dub import pipeline
-        from nava_dub.options import DubOptions, GuidanceOptions
-        options = DubOptions(
-            output=output, refs=tuple(ref or ()), transcript=transcript, speakers=_speakers(speakers),
-            video_mode=video, audio_mode=audio, face_hint=face, steps=steps, seed=seed, hold=hold,
-            guidance=GuidanceOptions(guidance_video, guidance_audio, guidance_video_align, guidance_audio_align,
-                                     guidance_timbre),
-            resolution_px=resolution, codec=codec, weights_dir=weights, device=device, use_cache=not no_cache,
-            vocoder_48k=audio_48k)
-        report = pipeline.dub(input, options, speech=pipeline.SpeechStack(weights, _speech_options(language, device)),
-                              progress=progress_reporter(quiet))
-        out.print(f"{report.output}: {report.n_windows} windows ({report.n_cached} from the cache); "
+        from nava_dub.selection import parse_selection
+        options = _dub_options(locals(), output, transcript)
+        selection = parse_selection(only, span)
+        speech = pipeline.SpeechStack(weights, _speech_options(language, device))
+        if dry_run:
+            _show_dry_run(pipeline.dry_run(input, options, speech=speech, progress=progress_reporter(quiet),
+                                           selection=selection))
+            return
+        report = pipeline.dub(input, options, speech=speech, progress=progress_reporter(quiet), selection=selection)
+        excerpt = (f" (preview of {report.preview['excerpt_start_s']:.2f}-{report.preview['excerpt_end_s']:.2f} s)"
+                   if report.preview else "")
+        out.print(f"{report.output}{excerpt}: {report.n_windows} windows ({report.n_cached} from the cache); "
                   f"run record {report.record}", highlight=False)
         for note in report.notes:
-            err.print(f"note: {note}", highlight=False)
+            err.print(f"note: {note}", highlight=False, markup=False)
+
+
+def _show_dry_run(result) -> None:
+    from nava_dub.errors import ModelError
+    from nava_dub.render import render_estimate, render_plan
+    render_plan(out, result.plan)
+    if len(result.windows) != len(result.plan.windows):
+        out.print(f"preview: windows {', '.join(str(w.index) for w in result.windows)}", highlight=False)
+    render_estimate(out, result.estimate)
+    if not result.estimate.fits:
+        raise ModelError(result.estimate.problem() or "the GPU is too small",
+                         "use --memory low, a smaller --resolution, or a GPU with more free memory")
 
 
 @app.command()
@@ -189,6 +253,9 @@ def plan(
     transcript: TranscriptOpt = None,
     speakers: SpeakersOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (see README).")] = False,
+    steps: StepsOpt = 50,
+    resolution: ResolutionOpt = 960,
+    memory: MemoryOpt = "auto",
     language: LanguageOpt = None,
     num_speakers: NumSpeakersOpt = None,
     weights: WeightsDir = Path("weights"),
@@ -196,19 +263,106 @@ def plan(
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
-    """Show the transcript, the speakers and the generation windows, without loading NAVA."""
+    """Show the transcript, the speakers, the generation windows and their cost, without loading NAVA."""
     with reporting(verbose):
-        from nava_dub import pipeline
+        from nava_dub import pipeline, resources
+        from nava_dub.estimate import estimate_summary
         from nava_dub.options import PlanOptions
         result = pipeline.plan_input(
             input, transcript_path=transcript,
             speech=pipeline.SpeechStack(weights, _speech_options(language, device)), n_speakers=num_speakers,
             plan_options=PlanOptions(speakers=_speakers(speakers)), progress=progress_reporter(quiet or as_json))
+        estimate = resources.estimate_for(result.analysis.info, result.windows, weights_dir=weights, steps=steps,
+                                          resolution_px=resolution, device=device, memory_mode=memory)
         if as_json:
-            out.print_json(json.dumps(pipeline.plan_summary(result)), indent=2)
+            out.print_json(json.dumps({**pipeline.plan_summary(result), "estimate": estimate_summary(estimate)}),
+                           indent=2)
         else:
-            from nava_dub.render import render_plan
+            from nava_dub.render import render_estimate, render_plan
             render_plan(out, result)
+            render_estimate(out, estimate)
+
+
+@app.command()
+def batch(
+    source: Annotated[Path, typer.Argument(help="A folder of videos, or a text file listing one video a line.",
+                                           show_default=False)],
+    output_dir: Annotated[Path, typer.Option("--output", "-o", help="Folder for the dubbed videos (same names).",
+                                             show_default=False)],
+    transcripts: Annotated[Path | None, typer.Option(
+        "--transcripts", help="Folder of transcripts named like the videos (NAME.json or NAME.srt); videos "
+                              "without one have their speech recognised.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Dub again the videos whose output is complete.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per video on stdout, then a summary line.")
+                       ] = False,
+    ref: RefOpt = None,
+    speakers: SpeakersOpt = None,
+    video: VideoModeOpt = "face",
+    audio: AudioModeOpt = "speech",
+    face: FaceOpt = None,
+    steps: StepsOpt = 50,
+    seed: SeedOpt = 0,
+    codec: CodecOpt = "libx264",
+    no_cache: NoCacheOpt = False,
+    language: LanguageOpt = None,
+    num_speakers: NumSpeakersOpt = None,
+    guidance_video: CfgVideo = 3.0,
+    guidance_audio: CfgAudio = 2.0,
+    guidance_video_align: CfgVideoAlign = 3.0,
+    guidance_audio_align: CfgAudioAlign = 2.0,
+    guidance_timbre: CfgTimbre = 3.0,
+    hold: HoldOpt = "clean",
+    resolution: ResolutionOpt = 960,
+    audio_48k: Audio48kOpt = False,
+    memory: MemoryOpt = "auto",
+    weights: WeightsDir = Path("weights"),
+    device: DeviceOpt = "auto",
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Dub every video of a folder (or list) into -o, loading the models once; skip the finished ones."""
+    with reporting(verbose, resumable=True):
+        import time
+
+        from nava_dub import batch as batching
+        from nava_dub import pipeline
+        values = locals()
+        items = batching.batch_items(batching.read_inputs(source), output_dir, transcripts)
+        batching.preflight(_dub_options(values, items[0].output, items[0].transcript), items[0].input)
+        _make_folder(output_dir)
+        started = time.perf_counter()
+
+        def progress_for(number: int, item):
+            if not quiet:
+                err.print(f"[{number}/{len(items)}] {item.input}", highlight=False, markup=False)
+            return progress_reporter(quiet)
+
+        def on_result(result) -> None:
+            if as_json:
+                out.print(json.dumps(result.as_json(), ensure_ascii=False), highlight=False, markup=False,
+                          soft_wrap=True)
+
+        results = batching.run_batch(
+            items, lambda item: _dub_options(values, item.output, item.transcript), force=force,
+            speech=pipeline.SpeechStack(weights, _speech_options(language, device)), progress_for=progress_for,
+            on_result=on_result)
+        summary = batching.summary(results, time.perf_counter() - started)
+        if as_json:
+            out.print(json.dumps(summary), highlight=False, markup=False, soft_wrap=True)
+        else:
+            from nava_dub.render import render_batch
+            render_batch(out, results, summary)
+        if summary["summary"]["failed"]:
+            raise typer.Exit(1)
+
+
+def _make_folder(folder: Path) -> None:
+    from nava_dub.errors import MediaError
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MediaError(f"cannot create the output folder {folder}: {e.strerror}",
+                         "choose a folder you can write to") from None
 
 
 @app.command()
@@ -317,3 +471,25 @@ def clear_cache(
         for output in outputs:
             n = WindowCache(cache_dir_for(output)).clear()
             out.print(f"{output}: {n} cached windows removed", highlight=False)
+
+
+weights_app = typer.Typer(help="Work on weight files.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("fp8")
+def weights_fp8(
+    src: Annotated[Path, typer.Argument(help="A bf16 or fp32 NAVA.safetensors.", show_default=False)],
+    dst: Annotated[Path, typer.Argument(help="Where to write the fp8 copy (the official NAVA_fp8 layout).",
+                                        show_default=False)],
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Convert a NAVA checkpoint to fp8 (per-row e4m3 + scale), tensor by tensor, in little memory."""
+    with reporting(verbose):
+        from nava_dub.quantize import quantize_checkpoint
+        report_progress = progress_reporter(quiet)
+        report = quantize_checkpoint(src, dst, on_progress=lambda done, total: report_progress("convert", done, total))
+        out.print(f"{dst}: {report.n_quantised} of {report.n_input_tensors} tensors quantised, "
+                  f"{report.input_bytes / 1e9:.2f} GB -> {report.output_bytes / 1e9:.2f} GB, worst relative error "
+                  f"{report.worst_relative_error:.2%} ({report.worst_key})", highlight=False)

@@ -7,6 +7,7 @@ input and written beside the output) and its timbre embedding, computed once per
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 
@@ -97,13 +98,30 @@ def window_geometry(info: media.MediaInfo, options: DubOptions) -> CoverCrop:
 
 # --- one window ---------------------------------------------------------------------------------------
 
+def window_conditioning(models, embeddings: dict, window: Window):
+    """The window's text and voice conditioning: computed for every window first, so the text
+    encoder (11 GB at release size) can be released before sampling starts."""
+    import torch
+
+    from nava_dub import generate
+    request = generate.GenerationRequest(
+        prompt=window.prompt, n_latent_frames=window.n_latent_frames, height_px=32, width_px=32,
+        speaker_embeddings=torch.stack([embeddings[s.speaker] for s in window.spans]))
+    return generate.conditioning_for(models, request)
+
+
 def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Window, options: DubOptions,
-                    progress: ProgressFn) -> WindowResult:
+                    progress: ProgressFn, conditioning=None, *, source_offset_frames: int = 0) -> WindowResult:
+    """The window generated from its source in `info`: the input, or a preview's excerpt that starts
+    source_offset_frames (24 fps) into it. The window stays on the input's timeline, so its seed is the full run's."""
     import torch
 
     from nava_dub import generate
 
-    source = read_window_source(info, window, options.resolution_px)
+    progress(f"window {window.index + 1} read source", 0, 1)
+    read_at = replace(window, start_frame=window.start_frame - source_offset_frames)
+    source = read_window_source(info, read_at, options.resolution_px)
+    progress(f"window {window.index + 1} read source", 1, 1)
     n_latent_frames, height_px, width_px = window.n_latent_frames, *source.frames.shape[1:3]
     video_latent = generate.encode_video(models, source.frames)
     audio_latent = generate.encode_audio(models, source.waveform_16k, NAVA_AUDIO_RATE_HZ)[:window.n_audio_tokens]
@@ -122,7 +140,7 @@ def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Win
         guidance=generate.scales_from(options.guidance), vocoder_48k=options.vocoder_48k,
         decode_video=video_mode != "keep")
     generated = generate.generate(models, request, lambda stage, done, total: progress(
-        f"window {window.index + 1} {stage}", done, total))
+        f"window {window.index + 1} {stage}", done, total), conditioning=conditioning)
     waveform, rate = ((generated.waveform_48k, generated.sample_rate_48k_hz) if options.vocoder_48k
                       else (generated.waveform_16k, NAVA_AUDIO_RATE_HZ))
     frames = None if video_mode == "keep" else generated.frames

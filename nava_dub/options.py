@@ -81,15 +81,18 @@ class DubOptions:
     margin_s: float = 0.2                        # sound and picture regenerated around each span
     vocoder_48k: bool = False                    # take the vocoder's 48 kHz output instead of NAVA's 16 kHz
     force: bool = False                          # overwrite an existing output
+    memory: str = "auto"                         # GPU memory mode (nava_dub.memory): auto | max | balanced | low
 
     def validate(self, input_path: Path) -> DubOptions:
         from nava_dub.masks import AUDIO_MODES, VIDEO_MODES
+        from nava_dub.memory import MODES
         checks = [
             (self.video_mode in VIDEO_MODES, f"--video {self.video_mode!r} is not a mode",
              f"use one of {', '.join(VIDEO_MODES)}"),
             (self.audio_mode in AUDIO_MODES, f"--audio {self.audio_mode!r} is not a mode",
              f"use one of {', '.join(AUDIO_MODES)}"),
             (self.hold in ("clean", "noised"), f"--hold {self.hold!r} is not a mode", "use clean or noised"),
+            (self.memory in MODES, f"--memory {self.memory!r} is not a mode", f"use one of {', '.join(MODES)}"),
             (1 <= self.steps <= 1000, f"--steps {self.steps} is out of range", "use 1 to 1000 (NAVA uses 50)"),
             (self.resolution_px in RESOLUTIONS_PX, f"--resolution {self.resolution_px} is not a size table",
              "use 960 (NAVA's), 640, 512, 256 or 128"),

@@ -2,22 +2,31 @@
 
 analyse(): probe → (transcript file | ASR + diarization) → spans with speakers.
 plan_input(): analyse() → generation windows.
+dub(): checks → analyse → windows → voices → per window (cache | NAVA) → assembly → output and run record;
+       with a selection, the same over the selected windows and an excerpt of the input (a preview).
+dry_run(), estimate_for(): the same checks and plan, and what the windows would cost, loading nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nava_dub import media
-from nava_dub.errors import DubError
+from nava_dub import media, resources
+from nava_dub.errors import DubError, MediaError, ModelError
 from nava_dub.options import DubOptions, PlanOptions
 from nava_dub.plan import plan_windows, window_summary
 from nava_dub.progress import ProgressFn, silent
-from nava_dub.timeline import Span, Window
+from nava_dub.selection import Selection, excerpt_start, select_windows, shift_window
+from nava_dub.timeline import NAVA_FPS, Span, Window
 from nava_dub.transcribe import SAMPLE_RATE_HZ, SpeechOptions
+
+if TYPE_CHECKING:
+    from nava_dub.estimate import RunEstimate
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,35 @@ class DubReport:
     references: dict        # speaker -> where the voice came from (a --ref file or a cut written beside the output)
     notes: tuple[str, ...]
     timings_s: dict
+    preview: dict | None = None   # a preview's selection and excerpt (None: the whole input)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What `dub --dry-run` shows: the plan, the windows a run would generate and what they would cost."""
+
+    plan: PlanResult
+    windows: tuple[Window, ...]
+    estimate: RunEstimate
+
+
+class NavaStack:
+    """The NAVA models: loaded on the first window no cache holds, then kept for every later input."""
+
+    def __init__(self, models=None) -> None:
+        self._models = models
+        self.n_loads = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._models is not None
+
+    def get(self, options: DubOptions, weight_paths: dict, progress: ProgressFn = silent):
+        if self._models is None:
+            from nava_dub.dub_window import load_dub_models
+            self._models = load_dub_models(options, weight_paths, progress)
+            self.n_loads += 1
+        return self._models
 
 
 class _Timer:
@@ -138,15 +176,68 @@ class _Timer:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """An input and options that passed every check a dub makes before reading voices or loading models."""
+
+    info: media.MediaInfo
+    refs: object                     # references.RefChoice
+    weight_paths: dict
+    analysis: Analysis
+    windows: tuple[Window, ...]
+
+
+@dataclass(frozen=True)
+class _Job:
+    input_path: Path
+    options: DubOptions
+    checked: _Checked
+    voices: dict
+    origins: dict
+    stack: NavaStack
+    progress: ProgressFn
+    timer: _Timer
+
+
 def dub(input_path: Path, options: DubOptions, *, speech: SpeechStack | None = None, models=None,
-        progress: ProgressFn = silent) -> DubReport:
-    """Re-voice input_path into options.output. Everything is checked before any model loads."""
-    from nava_dub import assemble, dub_window
-    from nava_dub.cache import WindowCache, cache_dir_for
+        progress: ProgressFn = silent, selection: Selection | None = None) -> DubReport:
+    """Re-voice input_path into options.output; with a selection, only its windows, into an excerpt.
+
+    Everything is checked before any model loads. `models` (loaded Models, or a NavaStack to share
+    between inputs) spares loading them.
+    """
+    from nava_dub import dub_window
+    timer = _Timer()
+    checked = _check(input_path, options, speech, progress, timer)
+    chosen = None if selection is None else select_windows(checked.windows, checked.analysis.spans, selection)
+    revoiced = sorted({s.speaker for w in checked.windows for s in w.spans})   # a preview's voices are the run's
+    with timer("references"):
+        progress("read voices", 0, 1)
+        voices, origins = dub_window.reference_voices(checked.info, checked.analysis, revoiced, checked.refs, options)
+        progress("read voices", 1, 1)
+    stack = models if isinstance(models, NavaStack) else NavaStack(models)
+    job = _Job(input_path, options, checked, voices, origins, stack, progress, timer)
+    if selection is None:
+        return _render(job, checked.info, checked.windows)
+    return _preview(job, selection, chosen)
+
+
+def dry_run(input_path: Path, options: DubOptions, *, speech: SpeechStack | None = None,
+            progress: ProgressFn = silent, selection: Selection | None = None) -> DryRun:
+    """Every check a dub makes, its plan and its cost, without cutting voices or loading a model."""
+    checked = _check(input_path, options, speech, progress, _Timer())
+    _check_reference_files(checked.refs)
+    windows = checked.windows if selection is None else select_windows(checked.windows, checked.analysis.spans,
+                                                                        selection)
+    estimate = resources.estimate_dub(checked.info, windows, options)
+    return DryRun(PlanResult(checked.analysis, checked.windows), windows, estimate)
+
+
+def _check(input_path: Path, options: DubOptions, speech: SpeechStack | None, progress: ProgressFn,
+           timer: _Timer) -> _Checked:
     from nava_dub.references import check_ref_speakers, parse_refs
     from nava_dub.weights import require_weights
 
-    timer = _Timer()
     options.validate(input_path)
     with timer("probe"):
         info = media.probe(input_path)
@@ -162,64 +253,156 @@ def dub(input_path: Path, options: DubOptions, *, speech: SpeechStack | None = N
     with timer("front end"):
         analysis = _named(analyse(input_path, transcript_path=options.transcript, speech=speech, progress=progress))
         windows = plan_windows(analysis.spans, info.duration_s, PlanOptions(speakers=options.speakers))
-    revoiced = sorted({s.speaker for w in windows for s in w.spans})
     check_ref_speakers(refs, list(analysis.speakers))
-    with timer("references"):
-        voices, origins = dub_window.reference_voices(info, analysis, revoiced, refs, options)
-    cache = WindowCache(cache_dir_for(options.output), enabled=options.use_cache)
-    loaded: dict = {"models": models}
+    return _Checked(info, refs, weight_paths, analysis, windows)
 
-    def nava():   # models and voice embeddings load on the first window the cache does not hold
-        if loaded["models"] is None:
-            with timer("load models"):
-                loaded["models"] = dub_window.load_dub_models(options, weight_paths, progress)
-        if "embeddings" not in loaded:
-            loaded["embeddings"] = dub_window.embed_voices(loaded["models"], voices)
-        return loaded["models"], loaded["embeddings"]
 
+def _check_reference_files(refs) -> None:
+    from nava_dub.dub_window import REFERENCE_RATE_HZ
+    from nava_dub.references import check_reference_audio
+    for path in {p for p in (refs.default, *(p for _, p in refs.per_speaker)) if p is not None}:
+        check_reference_audio(path, media.read_audio(media.probe(path), REFERENCE_RATE_HZ, 1), REFERENCE_RATE_HZ)
+
+
+def _preview(job: _Job, selection: Selection, windows: tuple[Window, ...]) -> DubReport:
+    """Dub the selected windows into an excerpt of the input: cut losslessly, read where the full run reads."""
+    info = job.checked.info
+    start_s, exact = excerpt_start(windows[0].start_s, media.require_video(info).fps, info.audio.sample_rate_hz)
+    end_s = windows[-1].end_s
+    with _scratch_path(job.options.output, media.EXCERPT_SUFFIX) as path:
+        with job.timer("cut excerpt"):
+            job.progress("cut excerpt", 0, 1)
+            excerpt = media.cut_excerpt(info, path, start_s, end_s - start_s)
+            job.progress("cut excerpt", 1, 1)
+        preview = {"selection": selection.describe(), "excerpt_start_s": float(start_s), "excerpt_end_s": float(end_s),
+                   "exact": exact, "windows": [w.index for w in windows]}
+        return _render(job, excerpt, windows, int(start_s * NAVA_FPS), preview)
+
+
+@contextlib.contextmanager
+def _scratch_path(output: Path, suffix: str):
+    """A hidden path beside the output, removed afterwards whatever happens."""
+    import tempfile
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=f".excerpt{suffix}", dir=output.parent)
+    except OSError as e:
+        raise MediaError(f"cannot write to the output folder {output.parent}: {e.strerror}",
+                         "choose a folder you can write to") from None
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _render(job: _Job, source: media.MediaInfo, windows: tuple[Window, ...], offset_frames: int = 0,
+            preview: dict | None = None) -> DubReport:
+    """Generate (or take from the cache) each window, put them back into `source`, write the output and its record.
+
+    source is the input, or a preview's excerpt starting offset_frames (24 fps) into it; windows keep the
+    input's timeline, so seeds and cache keys are the full run's.
+    """
+    from nava_dub import dub_window
+    from nava_dub.cache import WindowCache, cache_dir_for
+
+    options, timer = job.options, job.timer
+    # an excerpt off the shared grid reads its picture a fraction of a frame away: keep it out of the cache
+    exact = preview is None or preview["exact"]
+    cache = WindowCache(cache_dir_for(options.output), enabled=options.use_cache and exact)
+    nava = _lazy_models(job)
     results, notes, window_log = [], [], []
     for window in windows:
-        key = dub_window.cache_key(info, window, options, voices, weight_paths)
+        key = dub_window.cache_key(job.checked.info, window, options, job.voices, job.checked.weight_paths)
         started = time.perf_counter()
         with timer("model"):
             result = cache.load(key)
             cached = result is not None
             if result is None:
-                result = dub_window.generate_window(*nava(), info, window, options, progress)
+                result = dub_window.generate_window(*nava(), source, window, options, job.progress,
+                                                    source_offset_frames=offset_frames)
                 cache.store(key, result)
         results.append(result)
         window_log.append({"index": window.index, "seconds": round(time.perf_counter() - started, 3),
                            "cached": cached, "note": result.note})
         if result.note:
             notes.append(f"window {window.index}: {result.note}")
-    n_cached = sum(entry["cached"] for entry in window_log)
-    geometry = dub_window.window_geometry(info, options)
-    with timer("decode source audio"):
-        source_audio = media.read_audio(info, info.audio.sample_rate_hz, None)
-    with timer("compositing audio"):
-        new_audio = assemble.assemble_audio(info, source_audio, windows, results, options.audio_mode,
-                                            options.margin_s)
-    picture = assemble.composited_frames(info, windows, results, geometry) if assemble.picture_changed(results) else None
-    n_frames = info.video.n_frames_at(info.video.fps)
-    with timer("compositing and encode"):
-        media.write_output(info, options.output, video=picture,
-                           audio=media.AudioTrack(new_audio, info.audio.sample_rate_hz), codec=options.codec,
-                           on_progress=lambda done: progress("encode", done, n_frames))
+    placed = tuple(shift_window(w, offset_frames) for w in windows)
+    _write(job, source, placed, results, reencode_picture=preview is not None)
     from nava_dub.record import write_run_record
     record = write_run_record(options.output, {
-        "input": str(input_path), "output": str(options.output), "options": options,
+        "input": str(job.input_path), "output": str(options.output), "options": options,
         "weights": {c: {"path": str(p), "size_bytes": p.stat().st_size if p.is_file() else None}
-                    for c, p in weight_paths.items()},
-        "seed": options.seed, "references": origins, "plan": plan_summary(PlanResult(analysis, windows)),
-        "windows": window_log,
-        "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()}, "notes": notes})
-    return DubReport(options.output, record, len(windows), n_cached, origins, tuple(notes), timer.seconds)
+                    for c, p in job.checked.weight_paths.items()},
+        "seed": options.seed, "references": job.origins,
+        "plan": plan_summary(PlanResult(job.checked.analysis, job.checked.windows)), "windows": window_log,
+        "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()}, "notes": notes,
+        **({"preview": preview} if preview else {})})
+    n_cached = sum(entry["cached"] for entry in window_log)
+    return DubReport(options.output, record, len(windows), n_cached, job.origins, tuple(notes), timer.seconds, preview)
+
+
+def _lazy_models(job: _Job):
+    """models and voice embeddings, loaded on the first window the cache does not hold (memory checked first)."""
+    from nava_dub import dub_window
+    loaded: dict = {}
+
+    def nava():
+        if "embeddings" not in loaded:
+            if not job.stack.loaded:
+                _check_memory(job)
+            with job.timer("load models"):
+                loaded["models"] = job.stack.get(job.options, job.checked.weight_paths, job.progress)
+            loaded["embeddings"] = dub_window.embed_voices(loaded["models"], job.voices)
+        return loaded["models"], loaded["embeddings"]
+    return nava
+
+
+def _check_memory(job: _Job) -> None:
+    """Say before loading, not after minutes of it, that the GPU cannot hold the model in the chosen mode."""
+    if resources.device_info(job.options.device).kind != "cuda":
+        return
+    estimate = resources.estimate_dub(job.checked.info, job.checked.windows, job.options)
+    if not estimate.fits:
+        raise ModelError(estimate.problem() or "the GPU is too small",
+                         "use --memory low, a smaller --resolution, or a GPU with more free memory")
+
+
+def _write(job: _Job, source: media.MediaInfo, windows: tuple[Window, ...], results: list,
+           reencode_picture: bool) -> None:
+    from nava_dub import assemble, dub_window
+
+    options, progress, timer = job.options, job.progress, job.timer
+    with timer("decode source audio"):
+        progress("decode source audio", 0, 1)
+        source_audio = media.read_audio(source, source.audio.sample_rate_hz, None)
+        progress("decode source audio", 1, 1)
+    with timer("compositing audio"):
+        new_audio = assemble.assemble_audio(source, source_audio, windows, results, options.audio_mode,
+                                            options.margin_s)
+    if assemble.picture_changed(results):
+        picture = assemble.composited_frames(source, windows, results, dub_window.window_geometry(source, options))
+    else:   # an excerpt's lossless picture is re-encoded, the input's stream-copied
+        picture = source.path if reencode_picture else None
+    target = _sounding_like(source, job.checked.info) if reencode_picture else source
+    n_frames = source.video.n_frames_at(source.video.fps)
+    with timer("compositing and encode"):
+        progress("encode", 0, n_frames)
+        media.write_output(target, options.output, video=picture,
+                           audio=media.AudioTrack(new_audio, source.audio.sample_rate_hz), codec=options.codec,
+                           on_progress=lambda done: progress("encode", min(done, n_frames - 1), n_frames))
+        progress("encode", n_frames, n_frames)
+
+
+def _sounding_like(excerpt: media.MediaInfo, source: media.MediaInfo) -> media.MediaInfo:
+    """The excerpt described with the source's sound codec, so a preview's sound is encoded as the full
+    dub's would be (AAC stays AAC) rather than as the excerpt's lossless PCM."""
+    sound = replace(excerpt.audio, codec=source.audio.codec, sample_fmt=source.audio.sample_fmt)
+    return replace(excerpt, audio_streams=(sound,))
 
 
 def _named(analysis: Analysis) -> Analysis:
     """Lines without a speaker belong to one unnamed speaker, who needs a voice like any other."""
     if all(s.speaker for s in analysis.spans):
         return analysis
-    from dataclasses import replace
     spans = tuple(s if s.speaker else replace(s, speaker=UNNAMED_SPEAKER) for s in analysis.spans)
     return replace(analysis, spans=spans, speakers=tuple(sorted({s.speaker for s in spans})))

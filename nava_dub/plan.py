@@ -12,7 +12,7 @@ import re
 import string
 from dataclasses import replace
 
-from nava_dub.errors import DubError
+from nava_dub.errors import DubError, UsageError
 from nava_dub.options import PlanOptions
 from nava_dub.timeline import (
     NAVA_FPS,
@@ -54,8 +54,8 @@ def _revoiced(spans, speakers: tuple[str, ...] | None) -> list[Span]:
     known = sorted({s.speaker for s in spans if s.speaker})
     unknown = [s for s in speakers if s not in known]
     if unknown:
-        raise DubError(f"unknown speaker(s) {', '.join(unknown)} (found: {', '.join(known) or 'none'})",
-                       "pass --speakers with names from `nava-dub transcribe`")
+        raise UsageError(f"unknown speaker(s) {', '.join(unknown)} (found: {', '.join(known) or 'none'})",
+                         "pass --speakers with names from `nava-dub plan` or `nava-dub transcribe`")
     return sorted((s for s in spans if s.speaker in speakers), key=lambda s: s.start_s)
 
 

@@ -103,7 +103,11 @@ def load_tokenizer(folder: str | Path) -> Any:
             "point to Wan2.2-TI2V-5B/google/umt5-xxl from the official release",
         )
     # AutoTokenizer needs tokenizer_config.json, which NAVA's folder may lack (components.md §2.4).
-    tokenizer = T5TokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    try:
+        tokenizer = T5TokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    except Exception as err:  # tokenizers and transformers raise many kinds for a damaged file
+        raise WeightsError(f"cannot read the umT5 tokenizer in {folder}: {type(err).__name__}: {err}",
+                           "copy google/umt5-xxl from the official Wan2.2-TI2V-5B release again") from err
     slot_id = tokenizer.convert_tokens_to_ids(SPEAKER_SLOT)
     if slot_id is None or slot_id == tokenizer.unk_token_id or tokenizer.pad_token_id is None:
         raise WeightsError(

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from nava_dub.cli import app
-from nava_dub.transcript import write_transcript
 from nava_dub.timeline import Span
+from nava_dub.transcript import write_transcript
 from tests.clips import make_talking_clip, make_text_as_video, make_video_only
 from tests.plan_rules import check_plan_rules
 
@@ -126,3 +126,113 @@ def test_check_on_empty_weights_lists_every_missing_file(tmp_path):
     assert states["Wan2.2-TI2V-5B/Wan2.2_VAE.pth"] == "missing"
     assert states["NAVA.safetensors"] == states["NAVA_fp8.safetensors"] == "missing"
     assert not report["ok"]
+
+
+# --- dub: progress, dry runs, estimates (the stand-in generator: tests/fake_nava.py) ----------------------
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    from tests import fake_nava
+    folder = tmp_path_factory.mktemp("cli-dub")
+    clip, transcript = fake_nava.clip_with_transcript(folder, "two.mp4", lines=fake_nava.TWO_LINES, gaps_s=1.5)
+    return clip, transcript, fake_nava.voice(folder), fake_nava.fake_weights(folder / "weights")
+
+
+def _dub_args(kit, output, *extra):
+    clip, transcript, voice, weights = kit
+    return ["dub", clip, "-o", output, "-t", transcript, "--ref", voice, "--weights", weights, "--device", "cpu",
+            "--steps", "3", "--resolution", "128", *extra]
+
+
+STAGES = ["read voices", "load models", "window 1 read source", "window 1 sample", "window 2 read source",
+          "window 2 sample", "decode source audio", "encode"]
+
+
+def test_every_stage_reports_in_plain_lines_when_stderr_is_no_terminal(tmp_path, kit, monkeypatch):
+    from tests import fake_nava
+    fake_nava.install(monkeypatch)
+    result = _run(*_dub_args(kit, tmp_path / "o.mp4", "--video", "full"))
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    started = [line.removesuffix(" ...") for line in lines if line.endswith(" ...")]
+    assert started == STAGES
+    for stage in STAGES:
+        assert any(line.startswith(f"{stage} done (") for line in lines), stage
+    assert "window 1 sample done (3/3" in result.stderr and "\x1b[" not in result.stderr
+
+
+def test_quiet_shows_only_the_result(tmp_path, kit, monkeypatch):
+    from tests import fake_nava
+    fake_nava.install(monkeypatch)
+    result = _run(*_dub_args(kit, tmp_path / "o.mp4", "-q", "--video", "keep"))
+    assert result.exit_code == 0 and result.stderr == ""
+    assert "2 windows (0 from the cache)" in result.stdout
+
+
+def test_progress_bars_on_a_terminal(tmp_path, kit, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from nava_dub.options import DubOptions
+    from nava_dub.pipeline import dub
+    from nava_dub.render import make_reporter
+    from tests import fake_nava
+    fake_nava.install(monkeypatch)
+    clip, transcript, voice, weights = kit
+    screen = io.StringIO()
+    reporter = make_reporter(Console(file=screen, force_terminal=True, width=100), quiet=False)
+    dub(clip, DubOptions(tmp_path / "o.mp4", refs=(str(voice),), transcript=transcript, weights_dir=weights, steps=3,
+                         resolution_px=128, device="cpu"), progress=reporter)
+    reporter.bars.stop()
+    drawn = screen.getvalue()
+    assert "\x1b[" in drawn and "━" in drawn                               # drawn as bars, in colour
+    for stage in STAGES:
+        assert stage in drawn, stage
+    assert "3/3" in drawn
+
+
+def test_dry_run_checks_everything_and_loads_and_writes_nothing(tmp_path, kit, monkeypatch):
+    from tests import fake_nava
+    fake = fake_nava.install(monkeypatch)
+    clip, transcript, voice, weights = kit
+    result = _run("dub", clip, "-o", tmp_path / "o.mp4", "-t", transcript, "--weights", weights, "--device", "cpu",
+                  "--steps", "3", "--dry-run")                         # no --ref: voices would be cut from the input
+    assert result.exit_code == 0, result.output
+    assert "Generation windows" in result.stdout and "12 model passes per window" in result.stdout
+    assert "window 1:" in result.stdout and "FLOP, about" in result.stdout
+    assert list(tmp_path.iterdir()) == [] and fake.loads == 0 and fake.generated == []
+    broken = _run(*_dub_args(kit, tmp_path / "o.mp4", "--dry-run", "--face", "1,2"))
+    assert broken.exit_code == 2 and "--face" in broken.stderr
+
+
+def test_plan_json_includes_the_estimate(kit):
+    clip, transcript, _, weights = kit
+    result = _run("plan", clip, "-t", transcript, "--json", "--weights", weights, "--device", "cpu", "--steps", "10")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    estimate = plan["estimate"]
+    assert estimate["passes_per_step"] == 4 and estimate["device"]["kind"] == "cpu" and estimate["fits"]
+    assert [w["index"] for w in estimate["windows"]] == [w["index"] for w in plan["windows"]]
+    assert all(w["model_passes"] == 40 and w["flops"] > 0 for w in estimate["windows"])
+    assert "tiny test weights" in estimate["weights"]
+
+
+def test_a_gpu_too_small_is_named_before_anything_loads(tmp_path, kit, monkeypatch):
+    from nava_dub import resources
+    from nava_dub.estimate import DeviceInfo
+    from tests import fake_nava
+    fake = fake_nava.install(monkeypatch)
+    monkeypatch.setattr(resources, "device_info",
+                        lambda device: DeviceInfo("cuda", "NVIDIA GeForce RTX 3090", 24 * 10**9, 6 * 10**9))
+    for extra in (["--dry-run"], []):
+        result = _run(*_dub_args(kit, tmp_path / "o.mp4", "--memory", "max", "-q", *extra))
+        assert result.exit_code == 1, result.output
+        assert "cannot hold NAVA in memory mode max" in result.stderr and "RTX 3090" in result.stderr
+    assert fake.loads == 0 and not (tmp_path / "o.mp4").exists()
+
+
+def test_batch_is_listed_and_usage_errors_exit_2(tmp_path):
+    assert "batch" in _run("--help").output
+    result = _run("batch", tmp_path / "nowhere", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and result.stderr.startswith("error:") and "not found" in result.stderr

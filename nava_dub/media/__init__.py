@@ -8,10 +8,12 @@
   decoding. write_output() turns new frames back and restores the rotation, so frames read from a source
   can be written back as they are; an unchanged picture is stream-copied instead.
 * Writes go to a hidden temporary file beside the output, renamed into place only when complete.
+* cut_excerpt() cuts a part of a source losslessly (FFV1 and PCM), for previews of long inputs.
 
-info.py probes, decode.py reads, encode.py writes. numpy and ffmpeg-python only: no torch here.
+info.py probes, decode.py reads, encode.py writes, cut.py cuts. numpy and ffmpeg-python only: no torch here.
 """
 
+from nava_dub.media.cut import EXCERPT_SUFFIX, cut_excerpt
 from nava_dub.media.decode import frame_range, iter_frames, read_audio, read_frames
 from nava_dub.media.encode import (
     VIDEO_CODECS,
@@ -35,7 +37,7 @@ from nava_dub.media.info import (
 )
 
 __all__ = [
-    "check_output_path",
+    "EXCERPT_SUFFIX", "check_output_path", "cut_excerpt",
     "VIDEO_CODECS", "AudioStream", "AudioTrack", "MediaInfo", "Stream", "VideoStream", "exact_seconds",
     "ffmpeg_available", "frame_range", "iter_frames", "probe", "read_audio", "read_frames", "require_audio",
     "require_ffmpeg", "require_video", "write_new_video", "write_output", "write_wav",

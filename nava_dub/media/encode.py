@@ -300,7 +300,12 @@ def _encoder_chain(picture: ffmpeg.nodes.FilterableStream, src: VideoStream, cod
 def _audio_input(audio: AudioTrack | str | os.PathLike, raw: Path) -> ffmpeg.nodes.FilterableStream:
     if isinstance(audio, AudioTrack):
         waveform = _checked_waveform(audio.waveform)
-        waveform.T.astype("<f4").tofile(raw)
+        try:   # a plain write, not ndarray.tofile: a full disk then says so (errno 28), not "n bytes written"
+            with raw.open("wb") as f:
+                f.write(np.ascontiguousarray(waveform.T, dtype="<f4").data)
+        except OSError as e:
+            raise MediaError(f"cannot write the new sound beside the output in {raw.parent}: {e.strerror or e}",
+                             hint="free some disk space, or choose another output folder") from None
         return ffmpeg.input(str(raw), format="f32le", ar=audio.sample_rate_hz, ac=waveform.shape[0])["a"]
     return ffmpeg.input(str(input_file(audio)))["a:0"]
 
