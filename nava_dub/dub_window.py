@@ -98,20 +98,8 @@ def window_geometry(info: media.MediaInfo, options: DubOptions) -> CoverCrop:
 
 # --- one window ---------------------------------------------------------------------------------------
 
-def window_conditioning(models, embeddings: dict, window: Window):
-    """The window's text and voice conditioning: computed for every window first, so the text
-    encoder (11 GB at release size) can be released before sampling starts."""
-    import torch
-
-    from nava_dub import generate
-    request = generate.GenerationRequest(
-        prompt=window.prompt, n_latent_frames=window.n_latent_frames, height_px=32, width_px=32,
-        speaker_embeddings=torch.stack([embeddings[s.speaker] for s in window.spans]))
-    return generate.conditioning_for(models, request)
-
-
 def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Window, options: DubOptions,
-                    progress: ProgressFn, conditioning=None, *, source_offset_frames: int = 0) -> WindowResult:
+                    progress: ProgressFn, *, source_offset_frames: int = 0) -> WindowResult:
     """The window generated from its source in `info`: the input, or a preview's excerpt that starts
     source_offset_frames (24 fps) into it. The window stays on the input's timeline, so its seed is the full run's."""
     import torch
@@ -140,7 +128,7 @@ def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Win
         guidance=generate.scales_from(options.guidance), vocoder_48k=options.vocoder_48k,
         decode_video=video_mode != "keep")
     generated = generate.generate(models, request, lambda stage, done, total: progress(
-        f"window {window.index + 1} {stage}", done, total), conditioning=conditioning)
+        f"window {window.index + 1} {stage}", done, total))
     waveform, rate = ((generated.waveform_48k, generated.sample_rate_48k_hz) if options.vocoder_48k
                       else (generated.waveform_16k, NAVA_AUDIO_RATE_HZ))
     frames = None if video_mode == "keep" else generated.frames
