@@ -10,6 +10,7 @@ import json
 import signal
 import sys
 import traceback
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     if args and not args[0].startswith("-") and args[0] not in COMMANDS:
         args.insert(0, "dub")
     signal.signal(signal.SIGTERM, _interrupt)   # a scheduler's kill cleans up like Ctrl-C: no temporary files, no locks
+    if not {"-v", "--verbose"} & set(args):
+        # torchaudio, whisperx and transformers warn about their own internals; stderr is for our progress
+        warnings.filterwarnings("ignore")
     app(args=args, prog_name="nava-dub")
 
 
