@@ -21,3 +21,12 @@ def speech_stack(speech_models, tmp_path_factory):
     from tests.speech_models import TEST_SPEECH_OPTIONS
     options = SpeechOptions(**TEST_SPEECH_OPTIONS, cache_dir=tmp_path_factory.mktemp("speech-cache"))
     return SpeechStack(speech_models.weights_dir, options)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second torch thread and, on a busy 2-core machine, run up
+    to 10x slower with one (measured); modules opt in with pytest.mark.usefixtures."""
+    from tests.speech_models import torch_threads
+    with torch_threads(1):
+        yield

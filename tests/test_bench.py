@@ -11,13 +11,7 @@ from bench import components, quality, step
 from nava_dub.memory import GenerationShape
 from nava_dub.model.transformer import PRESETS, TIME_MLP_MIN_ROWS, NavaInputs
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # see tests/conftest.py
 
 
 @pytest.mark.parametrize("masked", [False, True])

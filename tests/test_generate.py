@@ -21,18 +21,13 @@ from nava_dub.generate import (
 from nava_dub.timeline import audio_tokens_for_latent_frames
 from nava_dub.voice import Reference
 from tests import tiny_nava
-from tests.speech_models import torch_threads
 
 T, H, W = 3, 64, 96            # 3 latent frames = 9 frames; 4x6 latent cells
 STEPS = 2
 PROMPT = "海边的男人说<S>Hello there<E>然后<S>Bye<E>"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two torch threads on a busy 2-core machine run these tiny models up to 10x slower (measured)."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

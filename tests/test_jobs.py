@@ -11,17 +11,12 @@ from nava_dub import jobs, media
 from nava_dub.errors import MediaError, UsageError
 from nava_dub.jobs import Job, JobOptions, read_jobs, run_jobs
 from tests import tiny_nava
-from tests.speech_models import torch_threads
 
 T = 3                                   # 9 frames = 0.375 s at 24 fps
 OPTIONS = JobOptions(n_latent_frames=T, height_px=64, width_px=64, steps=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two torch threads on a busy 2-core machine run these tiny models up to 10x slower (measured)."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,8 @@ from nava_dub.errors import UsageError, WeightsError
 from nava_dub.model.video_vae import WAN22_RELEASE, WAN22_TINY, WanVideoVAE
 from nava_dub.models import ALL, Models, check_compatible, load_models, video_vae_preset
 from tests import tiny_nava
-from tests.speech_models import torch_threads
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two torch threads on a busy 2-core machine run these tiny models up to 10x slower (measured)."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # see tests/conftest.py
 
 
 def test_every_component_loads_in_eval_mode_on_the_cpu():

@@ -15,12 +15,7 @@ DATA = Path(__file__).parent / "data" / "nava_dit"
 N_BLOCKS = 4   # tiny: 2 alignment + 2 fusion blocks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # see tests/conftest.py
 
 
 def _model():

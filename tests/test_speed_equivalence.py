@@ -32,13 +32,7 @@ TOLERANCE = {"atol": 1e-5, "rtol": 0.0}             # one velocity
 SAMPLING = TOLERANCES[("sampling", "fp32")]          # a sampling run
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models gain nothing from threads, and lose a lot to contention on a busy machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

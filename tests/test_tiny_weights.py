@@ -16,14 +16,8 @@ from nava_dub.model.vocoder import LTX23_VOCODER_TINY
 from nava_dub.tiny_weights import ltx_config, main, nava_config, tiny_transformer_params, write_tiny_weights
 from nava_dub.weights import MANIFEST, TINY_DETAIL, TINY_MARKER, check_weights
 from tests import tiny_nava
-from tests.speech_models import torch_threads
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two torch threads on a busy 2-core machine run these tiny models up to 10x slower (measured)."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # see tests/conftest.py
 
 
 def test_every_release_file_is_written_at_its_release_path():
