@@ -29,10 +29,10 @@ from torch import nn
 from nava_dub.errors import WeightsError
 from nava_dub.model.fp8 import FP8_DTYPE, SCALE_SUFFIX, convert_to_fp8
 from nava_dub.model.transformer import PRESETS, NavaParams, NavaTransformer
+from nava_dub.weights import first_keys
 
 CHECKPOINT_PREFIX = "backbone."     # the official file is the state_dict of a wrapper holding `backbone`
 CONFIG_NAME = "config.json"         # optional architecture file next to the checkpoint
-N_KEYS_SHOWN = 5
 READ_CHUNK_BYTES = 2**29            # file bytes read per memory mapping when copying
 
 # safetensors dtype names → torch dtypes this loader accepts
@@ -165,7 +165,7 @@ def check_tensors(path: Path, header: dict[str, TensorInfo], expected: dict[str,
     """Key set, shapes and fp8 layout of the file must equal the model's exactly."""
     if not any(k.startswith(CHECKPOINT_PREFIX) for k in header):
         raise WeightsError(f"{path} is not a NAVA transformer checkpoint: no key starts with {CHECKPOINT_PREFIX!r} "
-                           f"(first keys: {_first(header)})", "pass NAVA.safetensors or NAVA_fp8.safetensors")
+                           f"(first keys: {first_keys(header)})", "pass NAVA.safetensors or NAVA_fp8.safetensors")
     stem = CHECKPOINT_PREFIX + "patch_embedding.weight"
     found = _architecture(header[stem].shape[0], header) if stem in header else None
     wanted = _architecture(params.dim, expected)
@@ -176,20 +176,20 @@ def check_tensors(path: Path, header: dict[str, TensorInfo], expected: dict[str,
     missing_scales = [k for k in missing if k.endswith(SCALE_SUFFIX)]
     if missing_scales:
         raise WeightsError(f"{path}: fp8 checkpoint lacks the scales of {len(missing_scales)} quantised weights "
-                           f"({_first(missing_scales)})", "re-run the fp8 conversion or use the bf16/fp32 checkpoint")
+                           f"({first_keys(missing_scales)})", "re-run the fp8 conversion or use the bf16/fp32 checkpoint")
     unexpected = [k for k in header if k not in expected]
     if missing or unexpected:
-        found_keys = [f"{len(ks)} {what} keys ({_first(ks)})" for what, ks in (("missing", missing),
+        found_keys = [f"{len(ks)} {what} keys ({first_keys(ks)})" for what, ks in (("missing", missing),
                                                                              ("unexpected", unexpected)) if ks]
         raise WeightsError(f"{path} does not match the NAVA transformer: {', '.join(found_keys)}",
                            "pass the official NAVA checkpoint, or the config.json of the model it holds")
     wrong = [f"{k} {list(header[k].shape)} (expected {list(s)})" for k, s in expected.items() if header[k].shape != s]
     if wrong:
-        raise WeightsError(f"{path}: {len(wrong)} tensors have the wrong shape: {_first(wrong)}",
+        raise WeightsError(f"{path}: {len(wrong)} tensors have the wrong shape: {first_keys(wrong)}",
                            "pass the official NAVA checkpoint, or the config.json of the model it holds")
     bad_fp8 = [k for k, i in header.items() if (i.dtype == FP8_DTYPE) != (k + SCALE_SUFFIX in expected)]
     if bad_fp8:
-        raise WeightsError(f"{path}: fp8 and non-fp8 tensors are mixed up ({_first(bad_fp8)})",
+        raise WeightsError(f"{path}: fp8 and non-fp8 tensors are mixed up ({first_keys(bad_fp8)})",
                            "use an fp8 file made by the official conversion")
 
 
@@ -198,12 +198,6 @@ def _architecture(dim: int, keys: Iterable[str]) -> str:
     blocks = {kind: len({k.split(".")[2] for k in keys if k.startswith(f"{CHECKPOINT_PREFIX}{kind}_blocks.")})
               for kind in ("double", "single")}
     return f"dim {dim}, {blocks['double']} alignment + {blocks['single']} fusion blocks"
-
-
-def _first(keys: object) -> str:
-    keys = list(keys)  # type: ignore[call-overload]
-    shown = ", ".join(str(k) for k in keys[:N_KEYS_SHOWN])
-    return shown + (f", … ({len(keys) - N_KEYS_SHOWN} more)" if len(keys) > N_KEYS_SHOWN else "")
 
 
 def _chunks(header: dict[str, TensorInfo], max_bytes: int) -> list[list[str]]:

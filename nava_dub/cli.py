@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from nava_dub import __version__
 from nava_dub.errors import DubError, UsageError
+from nava_dub.options import GuidanceOptions
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -150,6 +151,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Same seed and options, sam
 CodecOpt = Annotated[str, typer.Option("--codec", help="Video codec when the picture changes: libx264, libx265, "
                                                       "prores_ks, ffv1.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Regenerate every window; keep no cache.")]
+GUIDANCE = GuidanceOptions()   # NAVA's scales: the defaults of every guidance option
 CfgVideo = Annotated[float, typer.Option("--cfg-video", rich_help_panel=ADVANCED)]
 CfgAudio = Annotated[float, typer.Option("--cfg-audio", rich_help_panel=ADVANCED)]
 CfgVideoAlign = Annotated[float, typer.Option("--cfg-video-align", rich_help_panel=ADVANCED)]
@@ -168,7 +170,7 @@ MemoryOpt = Annotated[str, typer.Option("--memory", help="GPU memory mode: auto 
 
 def _dub_options(values: dict, output: Path, transcript: Path | None):
     """DubOptions from the parameters every dubbing command shares (`values`: the command's locals())."""
-    from nava_dub.options import DubOptions, GuidanceOptions
+    from nava_dub.options import DubOptions
     v = values
     return DubOptions(
         output=output, refs=tuple(v["ref"] or ()), transcript=transcript, speakers=_speakers(v["speakers"]),
@@ -205,11 +207,11 @@ def dub(
     no_cache: NoCacheOpt = False,
     language: LanguageOpt = None,
     num_speakers: NumSpeakersOpt = None,
-    guidance_video: CfgVideo = 3.0,
-    guidance_audio: CfgAudio = 2.0,
-    guidance_video_align: CfgVideoAlign = 3.0,
-    guidance_audio_align: CfgAudioAlign = 2.0,
-    guidance_timbre: CfgTimbre = 3.0,
+    guidance_video: CfgVideo = GUIDANCE.video,
+    guidance_audio: CfgAudio = GUIDANCE.audio,
+    guidance_video_align: CfgVideoAlign = GUIDANCE.video_align,
+    guidance_audio_align: CfgAudioAlign = GUIDANCE.audio_align,
+    guidance_timbre: CfgTimbre = GUIDANCE.timbre,
     hold: HoldOpt = "clean",
     resolution: ResolutionOpt = 960,
     audio_48k: Audio48kOpt = False,
@@ -310,11 +312,11 @@ def batch(
     no_cache: NoCacheOpt = False,
     language: LanguageOpt = None,
     num_speakers: NumSpeakersOpt = None,
-    guidance_video: CfgVideo = 3.0,
-    guidance_audio: CfgAudio = 2.0,
-    guidance_video_align: CfgVideoAlign = 3.0,
-    guidance_audio_align: CfgAudioAlign = 2.0,
-    guidance_timbre: CfgTimbre = 3.0,
+    guidance_video: CfgVideo = GUIDANCE.video,
+    guidance_audio: CfgAudio = GUIDANCE.audio,
+    guidance_video_align: CfgVideoAlign = GUIDANCE.video_align,
+    guidance_audio_align: CfgAudioAlign = GUIDANCE.audio_align,
+    guidance_timbre: CfgTimbre = GUIDANCE.timbre,
     hold: HoldOpt = "clean",
     resolution: ResolutionOpt = 960,
     audio_48k: Audio48kOpt = False,
@@ -437,6 +439,7 @@ def generate(
     seed: Annotated[int, typer.Option("--seed", help="Line i uses seed + i.")] = 100,
     audio_48k: Annotated[bool, typer.Option("--audio-48k", help="Write the vocoder's 48 kHz sound.",
                                             rich_help_panel=ADVANCED)] = False,
+    memory: MemoryOpt = "auto",
     weights: WeightsDir = Path("weights"),
     device: DeviceOpt = "auto",
     verbose: Verbose = False,
@@ -448,7 +451,8 @@ def generate(
         width_px, height_px = _size(size)
         results = run_jobs(jobs, output_dir, weights_dir=weights, progress=progress_reporter(quiet),
                            options=JobOptions(n_latent_frames=frames, height_px=height_px, width_px=width_px,
-                                              steps=steps, seed=seed, device=device, vocoder_48k=audio_48k))
+                                              steps=steps, seed=seed, device=device, vocoder_48k=audio_48k,
+                                              memory=memory))
         for result in results:
             out.print(f"{result.status}: {result.path}", highlight=False)
 

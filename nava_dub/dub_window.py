@@ -27,9 +27,10 @@ FACE_MARGIN_S = 0.2           # the face is regenerated this long before and aft
 # --- voices ------------------------------------------------------------------------------------------
 
 def reference_voices(info: media.MediaInfo, analysis, speakers: list[str], refs, options: DubOptions):
-    """({speaker: (waveform [1, S], rate)}, {speaker: where it came from}) for every re-voiced speaker."""
-    from nava_dub.references import check_reference_audio, reference_path, select_references, write_reference
-    voices, origins, missing = {}, {}, []
+    """({speaker: (waveform [1, S], rate)}, {speaker: where it came from}, {path: ReferenceClip}) for every
+    re-voiced speaker; the clips cut from the input are for `write_cut_references` once the dub succeeded."""
+    from nava_dub.references import check_reference_audio, reference_path, select_references
+    voices, origins, cuts, missing = {}, {}, {}, []
     for speaker in speakers:
         path = refs.for_speaker(speaker)
         if path is None:
@@ -42,10 +43,18 @@ def reference_voices(info: media.MediaInfo, analysis, speakers: list[str], refs,
         source = media.read_audio(info, REFERENCE_RATE_HZ, 1)
         clips = select_references(list(analysis.spans), list(analysis.turns), source, REFERENCE_RATE_HZ, missing)
         for speaker, clip in clips.items():
-            written = write_reference(clip, reference_path(options.output, speaker))
+            path = reference_path(options.output, speaker)
+            cuts[path] = clip
             voices[speaker] = (clip.waveform, clip.sample_rate_hz)
-            origins[speaker] = f"cut from the input ({len(clip.pieces)} pieces, {clip.duration_s:.1f} s): {written}"
-    return voices, origins
+            origins[speaker] = f"cut from the input ({len(clip.pieces)} pieces, {clip.duration_s:.1f} s): {path}"
+    return voices, origins, cuts
+
+
+def write_cut_references(cuts: dict) -> None:
+    """The voices cut from the input, beside the output, for the user to hear (after a dub that succeeded)."""
+    from nava_dub.references import write_reference
+    for path, clip in cuts.items():
+        write_reference(clip, path)
 
 
 def embed_voices(models, voices: dict) -> dict:
@@ -56,9 +65,31 @@ def embed_voices(models, voices: dict) -> dict:
 
 # --- models and keys ----------------------------------------------------------------------------------
 
-def load_dub_models(options: DubOptions, weight_paths: dict, progress: ProgressFn):
-    from nava_dub.models import load_models
-    return load_models(options.weights_dir, device=_device(options.device), progress=progress)
+def load_dub_models(options: DubOptions, plan, progress: ProgressFn):   # plan: nava_dub.memory.MemoryPlan
+    """Every NAVA model, placed as the memory plan says."""
+    from nava_dub.placement import load_placed
+    return load_placed(options.weights_dir, plan, device=_device(options.device), progress=progress)
+
+
+def window_conditions(models, embeddings: dict, windows, plan, progress: ProgressFn) -> dict:
+    """{window index: Conditioning in host memory} for `windows`, all encoded in one visit of umT5,
+    so the plan can park it before the first window samples."""
+    from nava_dub.generate import VIDEO_NEGATIVE_PROMPT, encode_conditioning
+    from nava_dub.placement import HOST, text_encoder_ready
+
+    conditions = {}
+    with text_encoder_ready(models, plan):
+        for done, window in enumerate(windows):
+            progress("encode prompts", done, len(windows))
+            conditions[window.index] = encode_conditioning(
+                models, window.prompt, VIDEO_NEGATIVE_PROMPT, _window_speakers(embeddings, window)).to(HOST)
+        progress("encode prompts", len(windows), len(windows))
+    return conditions
+
+
+def _window_speakers(embeddings: dict, window: Window):
+    import torch
+    return torch.stack([embeddings[s.speaker] for s in window.spans])
 
 
 def _device(device: str) -> str:
@@ -99,9 +130,11 @@ def window_geometry(info: media.MediaInfo, options: DubOptions) -> CoverCrop:
 # --- one window ---------------------------------------------------------------------------------------
 
 def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Window, options: DubOptions,
-                    progress: ProgressFn, *, source_offset_frames: int = 0) -> WindowResult:
+                    progress: ProgressFn, *, conditioning=None, memory=None,
+                    source_offset_frames: int = 0) -> WindowResult:
     """The window generated from its source in `info`: the input, or a preview's excerpt that starts
-    source_offset_frames (24 fps) into it. The window stays on the input's timeline, so its seed is the full run's."""
+    source_offset_frames (24 fps) into it. The window stays on the input's timeline, so its seed is the full run's.
+    conditioning: from window_conditions (None: encoded here); memory: the run's MemoryPlan."""
     import torch
 
     from nava_dub import generate
@@ -119,7 +152,7 @@ def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Win
                    if video_mode == "face" else None)
     request = generate.GenerationRequest(
         prompt=window.prompt, n_latent_frames=n_latent_frames, height_px=height_px, width_px=width_px,
-        speaker_embeddings=torch.stack([embeddings[s.speaker] for s in window.spans]),
+        speaker_embeddings=_window_speakers(embeddings, window),
         video_source=video_latent, video_keep=torch.from_numpy(
             video_keep_mask(video_mode, n_latent_frames, latent_h, latent_w, regenerated)),
         audio_source=audio_latent, audio_keep=torch.from_numpy(
@@ -128,7 +161,7 @@ def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Win
         guidance=generate.scales_from(options.guidance), vocoder_48k=options.vocoder_48k,
         decode_video=video_mode != "keep")
     generated = generate.generate(models, request, lambda stage, done, total: progress(
-        f"window {window.index + 1} {stage}", done, total))
+        f"window {window.index + 1} {stage}", done, total), conditioning=conditioning, memory=memory)
     waveform, rate = ((generated.waveform_48k, generated.sample_rate_48k_hz) if options.vocoder_48k
                       else (generated.waveform_16k, NAVA_AUDIO_RATE_HZ))
     frames = None if video_mode == "keep" else generated.frames

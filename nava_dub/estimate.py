@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nava_dub.memory import GB, GenerationShape, MemoryPlan, plan_memory
+from nava_dub.memory import GB, GenerationShape, MemoryPlan, plan_for_device
 from nava_dub.timeline import audio_tokens_for_latent_frames
 
 if TYPE_CHECKING:
@@ -144,10 +144,7 @@ def estimate_run(params: NavaParams, windows: Sequence[tuple[int, int]], *, heig
                                 None if rate is None else flops / rate))
     largest = max((n for _, n in windows), default=1)
     shape = GenerationShape(height_px, width_px, largest, n_passes)
-    on_gpu = device.kind == "cuda"
-    # without a GPU there is no free memory to choose a mode from: show the most resident one
-    mode = memory_mode if on_gpu or memory_mode != "auto" else "max"
-    memory = plan_memory(params, shape, mode, device.free_bytes if on_gpu else None, weights_dtype)
+    memory = plan_for_device(params, shape, memory_mode, device.kind == "cuda", device.free_bytes, weights_dtype)
     return RunEstimate(weights, device, steps, n_passes, height_px, width_px, memory, tuple(costs), rate)
 
 

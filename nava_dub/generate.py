@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from nava_dub import placement
 from nava_dub.codecs import (
     frames_to_vae_input,
     image_to_vae_input,
@@ -40,12 +41,14 @@ from nava_dub.codecs import (
 )
 from nava_dub.errors import ModelError, WeightsError
 from nava_dub.guidance import Conditioning, GuidanceScales, nava_velocity
+from nava_dub.options import GuidanceOptions
 from nava_dub.progress import ProgressFn, silent
 from nava_dub.sampler import DEFAULT_STEPS, Keep, draw_nava_noise, sample
 from nava_dub.text import SPEAKER_SLOT, EncodedPrompt, encode_prompts, prepare_prompt
 from nava_dub.timeline import audio_tokens_for_latent_frames
 
 if TYPE_CHECKING:
+    from nava_dub.memory import MemoryPlan
     from nava_dub.model.video_vae import VaeTiling
     from nava_dub.models import Models
     from nava_dub.voice import AudioClip
@@ -127,10 +130,9 @@ class Generated:
     sample_rate_16k_hz: int = 16000
 
 
-def scales_from(options) -> GuidanceScales:  # options: nava_dub.options.GuidanceOptions (or anything alike)
+def scales_from(options: GuidanceOptions) -> GuidanceScales:
     """GuidanceScales from the torch-free user options (align-3D and timbre CFG on, as nava.yaml)."""
-    return GuidanceScales(video=options.video, audio=options.audio, video_align=options.video_align,
-                          audio_align=options.audio_align, timbre=options.timbre)
+    return GuidanceScales(**asdict(options))
 
 
 # --- encoders dubbing calls to build its conditions -------------------------------------------
@@ -170,29 +172,39 @@ def encode_audio(models: Models, waveform: np.ndarray | Tensor, sample_rate_hz: 
 def conditioning_for(models: Models, request: GenerationRequest) -> Conditioning:
     """The text and speaker conditions of a request (needs the text encoder; nothing else)."""
     negative = request.video_negative_prompt if request.has_video else request.audio_negative_prompt
-    positive, uncond = encode_text(models, [request.prompt, negative])
-    speakers = request.speaker_embeddings if request.n_speakers else None
+    return encode_conditioning(models, request.prompt, negative,
+                               request.speaker_embeddings if request.n_speakers else None)
+
+
+def encode_conditioning(models: Models, prompt: str, negative_prompt: str,
+                        speakers: Tensor | None) -> Conditioning:
+    """umT5 contexts of a prompt and its negative, with the speaker rows [S, 192] of its `<S>` spans,
+    on the models' device (wherever the text encoder runs)."""
+    positive, uncond = encode_text(models, [prompt, negative_prompt])
     if speakers is not None and speakers.shape[0] != len(positive.speaker_slot_positions):
         raise ModelError(f"{speakers.shape[0]} speaker embeddings for {len(positive.speaker_slot_positions)} "
                          f"speaker slots in the encoded prompt", "give one embedding per `<S>` span")
     return Conditioning(
         context=positive.context, negative_context=uncond.context,
-        speaker_embeddings=None if speakers is None else speakers.to(models.device, torch.float32),
-        speaker_positions=positive.speaker_slot_positions if speakers is not None else ())
+        speaker_embeddings=None if speakers is None else speakers.float(),
+        speaker_positions=positive.speaker_slot_positions if speakers is not None else ()).to(models.device)
 
 
 # --- generation -------------------------------------------------------------------------------
 
 def generate(models: Models, request: GenerationRequest, progress: ProgressFn = silent, *,
-             conditioning: Conditioning | None = None, vae_tiling: VaeTiling | None = None) -> Generated:
+             conditioning: Conditioning | None = None, memory: MemoryPlan | None = None) -> Generated:
     """Sample and decode one request. `conditioning` (from conditioning_for) spares the text encoder,
-    so it can be released before sampling; `vae_tiling` decodes the video in spatial tiles."""
+    so it can be parked before sampling; `memory` (placed with nava_dub.placement) sets the passes per
+    transformer call and the VAE tiles, and where umT5 encodes."""
     transformer = models.require("transformer")
     with torch.no_grad():
         if conditioning is None:
             progress("encode prompt", 0, 1)
-            conditioning = conditioning_for(models, request)
+            with placement.text_encoder_ready(models, memory):
+                conditioning = conditioning_for(models, request)
             progress("encode prompt", 1, 1)
+        conditioning = conditioning.to(models.device)
         if conditioning.context.shape[-1] != transformer.params.text_dim:
             raise WeightsError(f"the text features are {conditioning.context.shape[-1]} wide, the transformer "
                                f"takes {transformer.params.text_dim}", "take umT5 and NAVA from the same release")
@@ -205,7 +217,7 @@ def generate(models: Models, request: GenerationRequest, progress: ProgressFn = 
         audio_keep, clean_audio = _audio_hold(models, request, audio_shape)
         noise = [n for n in (video_noise, audio_noise) if n is not None]
         keeps = ([video_keep] if video_shape else []) + [audio_keep]
-        velocity = nava_velocity(transformer, conditioning, request.guidance,
+        velocity = nava_velocity(transformer, conditioning, request.guidance, max_batch=placement.max_batch(memory),
                                  clean_video_tokens=clean_video, clean_audio_tokens=clean_audio)
         progress("sample", 0, request.steps)
         latents = sample(velocity, noise, n_steps=request.steps, keeps=keeps,
@@ -213,7 +225,7 @@ def generate(models: Models, request: GenerationRequest, progress: ProgressFn = 
         latents = [x if k is None else torch.where(k.mask.to(x.device), k.source.to(x), x)
                    for x, k in zip(latents, keeps, strict=True)]
         video_latent = latents[0] if video_shape else None
-        return _decode(models, request, video_latent, latents[-1], progress, vae_tiling)
+        return _decode(models, request, video_latent, latents[-1], progress, placement.vae_tiling(memory))
 
 
 def _decode(models: Models, request: GenerationRequest, video_latent: Tensor | None, audio_latent: Tensor,

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from nava_dub.model.transformer import NavaInputs, NavaOutputs, NavaTransformer
+from nava_dub.options import GuidanceOptions
 from nava_dub.sampler import N_TRAIN_TIMESTEPS
 
 
@@ -35,14 +36,9 @@ class Branch(Enum):
 
 
 @dataclass(frozen=True)
-class GuidanceScales:
-    """Defaults from NAVA's configs/nava.yaml."""
+class GuidanceScales(GuidanceOptions):
+    """The user's scales (NAVA's configs/nava.yaml defaults) and which of NAVA's extra branches run."""
 
-    video: float = 3.0
-    audio: float = 2.0
-    video_align: float = 3.0
-    audio_align: float = 2.0
-    timbre: float = 3.0
     align_3d: bool = True        # run the modality-masked branch
     timbre_cfg: bool = True      # run the timbre branch (only when speakers are given)
 
@@ -55,6 +51,12 @@ class Conditioning:
     negative_context: Tensor                     # [Ln, 4096] the video negative prompt (audio-only runs: the audio one)
     speaker_embeddings: Tensor | None = None     # [S, 192]
     speaker_positions: tuple[int, ...] = ()      # [S] `<extra_id_2>` rows of the positive prompt
+
+    def to(self, device: torch.device | str) -> Conditioning:
+        """The same conditions on `device` (kept in host memory between the encoding and the window)."""
+        speakers = None if self.speaker_embeddings is None else self.speaker_embeddings.to(device)
+        return replace(self, context=self.context.to(device), negative_context=self.negative_context.to(device),
+                       speaker_embeddings=speakers)
 
 
 def branches(scales: GuidanceScales, has_speakers: bool) -> tuple[Branch, ...]:

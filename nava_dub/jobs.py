@@ -18,7 +18,8 @@ any model loads; errors name the line. Output `{index:04d}-{slug}.mp4` (H.264 + 
 `.wav` (16 kHz stereo) in the output folder, written atomically; an output that exists is skipped,
 so an interrupted run resumes. Line i's seed is `options.seed + i`: a line's result does not depend on
 which other lines ran. Models load in two phases (umT5 and ReDimNet, which encode every line and
-are released, then the transformer and codecs), so the two largest never share the memory.
+are released, then the transformer and codecs), so the two largest never share the memory; the
+memory plan of the largest line (`--memory`) places them and sets passes per call and VAE tiles.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class JobOptions:
     guidance: GuidanceOptions = field(default_factory=GuidanceOptions)
     device: str = "auto"              # auto, cpu, cuda, cuda:N
     vocoder_48k: bool = False         # write the vocoder's 48 kHz sound instead of NAVA's 16 kHz
+    memory: str = "auto"              # GPU memory mode (nava_dub.memory): auto | max | balanced | low
 
     def validate(self) -> JobOptions:
         if not 1 <= self.n_latent_frames <= MAX_LATENT_FRAMES:
@@ -65,6 +67,9 @@ class JobOptions:
                              "give both --width and --height, e.g. 1280 and 704, or neither")
         if not 1 <= self.steps <= 1000:
             raise UsageError(f"--steps {self.steps} is out of range", "use 1 to 1000 (NAVA uses 50)")
+        from nava_dub.memory import MODES
+        if self.memory not in MODES:
+            raise UsageError(f"--memory {self.memory!r} is not a mode", f"use one of {', '.join(MODES)}")
         return self
 
 
@@ -167,8 +172,9 @@ def run_jobs(jobs_path: str | Path, out_dir: str | Path, *, weights_dir: str | P
     if pending:
         require_weights(weights_dir, _components(pending))    # every file checked before any loads
         inputs = [_read_inputs(job) for job in pending]        # unreadable media fail before the models
-        prepared = _encode_all(weights_dir, pending, inputs, options, progress)
-        _generate_all(weights_dir, pending, prepared, out_dir, options, progress)
+        plan = _memory_plan(weights_dir, pending, inputs, options)
+        prepared = _encode_all(weights_dir, pending, inputs, options, plan, progress)
+        _generate_all(weights_dir, pending, prepared, out_dir, options, plan, progress)
     return [JobResult(j, out_dir / j.output_name, "written" if j in pending else "skipped") for j in jobs]
 
 
@@ -230,15 +236,37 @@ def _read_image(path: Path) -> Any:
         raise UsageError(f"cannot read the image {path}: {err}", "give a PNG or JPEG file") from err
 
 
-def _encode_all(weights_dir: Path, jobs: list[Job], inputs: list[_Inputs], options: JobOptions,
+def _memory_plan(weights_dir: Path, jobs: list[Job], inputs: list[_Inputs], options: JobOptions) -> Any:
+    """The MemoryPlan of the largest line on the run's device; a GPU too small fails here, before loading."""
+    from nava_dub.errors import ModelError
+    from nava_dub.memory import GB, GenerationShape, plan_for_device
+    from nava_dub.resources import device_info, transformer_facts
+
+    target = device_info(options.device)
+    params, _, weights_dtype = transformer_facts(weights_dir, target.kind == "cuda")
+    shapes = [GenerationShape(*(_size(job, found, options) if job.task != "t2a" else (0, 0)),
+                              options.n_latent_frames, 3 + bool(job.speaker_wavs))
+              for job, found in zip(jobs, inputs, strict=True)]
+    largest = max(shapes, key=lambda shape: (shape.n_tokens(params), shape.n_passes))
+    plan = plan_for_device(params, largest, options.memory, target.kind == "cuda", target.free_bytes, weights_dtype)
+    if not plan.fits:
+        raise ModelError(f"{target.name} cannot hold NAVA in memory mode {plan.mode}: about "
+                         f"{plan.estimate.peak_bytes / GB:.1f} GB needed, {(plan.free_bytes or 0) / GB:.1f} GB free",
+                         "use --memory low, a smaller size, or a GPU with more free memory")
+    return plan
+
+
+def _encode_all(weights_dir: Path, jobs: list[Job], inputs: list[_Inputs], options: JobOptions, plan: Any,
                 progress: ProgressFn) -> list[tuple[Any, Any]]:
     """(GenerationRequest, Conditioning) per job, with only umT5 (and ReDimNet) loaded."""
     from nava_dub.generate import conditioning_for, speaker_embeddings
     from nava_dub.models import load_models
+    from nava_dub.placement import host_components
     from nava_dub.text import tokenize_prompts
 
     components = {"text_encoder", "tokenizer"} | ({"speaker_encoder"} if any(j.speaker_wavs for j in jobs) else set())
-    models = load_models(weights_dir, components=components, device=_device(options.device), progress=progress)
+    models = load_models(weights_dir, components=components, device=_device(options.device),
+                         on_host=host_components(plan) & components, progress=progress)
     for job in jobs:   # the 512-token limit, for every line before any is encoded
         try:
             tokenize_prompts(models.tokenizer, [job.prompt])
@@ -258,31 +286,36 @@ def _encode_all(weights_dir: Path, jobs: list[Job], inputs: list[_Inputs], optio
 
 
 def _request(job: Job, found: _Inputs, speakers: Any, options: JobOptions) -> Any:
-    from nava_dub.codecs import bucket_for
     from nava_dub.generate import GenerationRequest, scales_from
 
-    size: tuple[int, int] | tuple[None, None] = (None, None)
-    if job.task != "t2a":
-        size = (options.height_px, options.width_px) if options.height_px else (
-            bucket_for(found.image.shape[1], found.image.shape[0]) if job.task == "ti2av" else DEFAULT_SIZE_PX)
+    size = _size(job, found, options) if job.task != "t2a" else (None, None)
     return GenerationRequest(
         prompt=job.prompt, n_latent_frames=options.n_latent_frames, height_px=size[0], width_px=size[1],
         speaker_embeddings=speakers, first_frame=found.image, steps=options.steps, seed=options.seed + job.index,
         guidance=scales_from(options.guidance), vocoder_48k=options.vocoder_48k)
 
 
+def _size(job: Job, found: _Inputs, options: JobOptions) -> tuple[int, int]:
+    """(height, width) of a video line: the options', else the image's bucket (TI2AV), else NAVA's default."""
+    from nava_dub.codecs import bucket_for
+
+    if options.height_px and options.width_px:
+        return options.height_px, options.width_px
+    return bucket_for(found.image.shape[1], found.image.shape[0]) if job.task == "ti2av" else DEFAULT_SIZE_PX
+
+
 def _generate_all(weights_dir: Path, jobs: list[Job], prepared: list[tuple[Any, Any]], out_dir: Path,
-                  options: JobOptions, progress: ProgressFn) -> None:
+                  options: JobOptions, plan: Any, progress: ProgressFn) -> None:
     from nava_dub.generate import generate
-    from nava_dub.models import load_models
+    from nava_dub.placement import load_placed
 
     components = _components(jobs) - {"text_encoder", "tokenizer", "speaker_encoder"}
-    models = load_models(weights_dir, components=components, device=_device(options.device), progress=progress)
+    models = load_placed(weights_dir, plan, components=components, device=_device(options.device), progress=progress)
     for job, (request, conditioning) in zip(jobs, prepared, strict=True):
         stage = f"{job.index:04d} {job.task}"
         generated = generate(models, request,
                              lambda s, done, total, stage=stage: progress(f"{stage}: {s}", done, total),
-                             conditioning=conditioning)
+                             conditioning=conditioning, memory=plan)
         _write(out_dir / job.output_name, generated, options)
 
 

@@ -1,15 +1,17 @@
 """How a generation fits in GPU memory: what stays resident, what streams, what is tiled. Pure, no torch.
 
 `plan_memory` estimates the peak of the three phases of a window (text encoding, denoising, VAE
-decoding) for one of three modes and picks one from the free memory in `auto`:
+decoding) for one of three modes and picks one from the free memory in `auto`; nava_dub.placement
+carries a plan out:
 
     max       everything resident: text encoder kept, transformer resident, every guidance
               branch in one batch, VAE decoded untiled
-    balanced  text encoder released after encoding, transformer resident, branches batched,
-              VAE decoded in tiles of 22×40 latent cells (NAVA's default)
-    low       text encoder released (run on the CPU when even it alone does not fit), transformer
-              blocks streamed from host memory in groups (the largest size up to a quarter of the
-              blocks that fits), one branch per call, VAE tiles of 16×30 cells
+    balanced  text encoder parked in host memory after encoding, transformer resident, branches
+              batched, VAE decoded in tiles of 22×40 latent cells (NAVA's default)
+    low       text encoder parked (or run on the CPU when it does not fit beside the rest even
+              with one block per group), transformer blocks streamed from host memory in groups
+              (the largest size up to a quarter of the blocks that fits), one branch per call,
+              VAE tiles of 16×30 cells
 
 Weights are counted exactly from the architecture. Activations and the VAE working set are
 estimates: per token and pass, the FFN phase of a block holds x, the modulated input and two
@@ -114,7 +116,7 @@ class MemoryPlan:
                   else f"transformer streamed {self.offload_group_size} block(s) at a time")
         tiles = "VAE untiled" if self.vae_tiles is None else f"VAE tiles {self.vae_tiles[0]}x{self.vae_tiles[1]}"
         passes = "branches batched" if self.max_batch is None else f"{self.max_batch} branch per call"
-        text = ("text encoder kept" if self.keep_text_encoder else "text encoder released after encoding"
+        text = ("text encoder kept" if self.keep_text_encoder else "text encoder parked in host memory after encoding"
                 if self.text_encoder_on_gpu else "text encoder run on the CPU")
         free = "" if self.free_bytes is None else f" of {self.free_bytes / GB:.1f} GB free"
         return (f"memory {self.mode} ({self.weights_dtype}): {text}, {blocks}, {passes}, {tiles}; "
@@ -140,29 +142,40 @@ def plan_memory(params: NavaParams, shape: GenerationShape, mode: str = "auto", 
     return _plan(params, shape, "low", free_bytes, weights_dtype)
 
 
+def plan_for_device(params: NavaParams, shape: GenerationShape, mode: str, on_gpu: bool,
+                    free_bytes: int | None, weights_dtype: str) -> MemoryPlan:
+    """plan_memory for the run's device. Without a GPU there is no free memory to choose a mode
+    from: `auto` is `max` there (the CPU runs what it is given)."""
+    if not on_gpu:
+        return plan_memory(params, shape, "max" if mode == "auto" else mode, None, weights_dtype)
+    return plan_memory(params, shape, mode, free_bytes, weights_dtype)
+
+
 def _plan(params: NavaParams, shape: GenerationShape, mode: str, free_bytes: int | None,
           weights_dtype: str) -> MemoryPlan:
     if mode == "low":
         n_blocks = params.n_double_blocks + params.n_single_blocks
-        # two groups are resident at a time: bigger groups would keep most blocks on the device
-        plans = [_build(params, shape, mode, free_bytes, weights_dtype, k)
-                 for k in range(max(1, n_blocks // LOW_MAX_GROUP_DIVISOR), 0, -1)]
+        # two groups are resident at a time: bigger groups would keep most blocks on the device.
+        # Encoding on the CPU is slow, so a smaller group with umT5 on the GPU beats a larger one without.
+        sizes = range(max(1, n_blocks // LOW_MAX_GROUP_DIVISOR), 0, -1)
+        plans = [_build(params, shape, mode, free_bytes, weights_dtype, k, text_on_gpu)
+                 for text_on_gpu in (True, False) for k in sizes]
         return next((p for p in plans if p.fits), plans[-1])
-    return _build(params, shape, mode, free_bytes, weights_dtype, None)
+    return _build(params, shape, mode, free_bytes, weights_dtype, None, True)
 
 
 def _build(params: NavaParams, shape: GenerationShape, mode: str, free_bytes: int | None, weights_dtype: str,
-           group_size: int | None) -> MemoryPlan:
+           group_size: int | None, text_on_gpu: bool) -> MemoryPlan:
     keep_text = mode == "max"
-    text_phase = TEXT_ENCODER_PARAMS * 2 + TEXT_ACTIVATION_BYTES
-    text_on_gpu = not (mode == "low" and free_bytes is not None and text_phase > free_bytes * HEADROOM)
     max_batch = 1 if mode == "low" else None
     tiles = {"max": None, "balanced": BALANCED_TILES, "low": LOW_TILES}[mode]
     weights = transformer_weight_bytes(params, weights_dtype)
     resident = weights.total if group_size is None else weights.non_block + 2 * weights.largest_group(group_size)
+    codecs = (VIDEO_VAE_PARAMS + AUDIO_PARAMS) * 4
+    # the prompts are encoded with every other model already placed (nava_dub.placement)
+    text_phase = resident + codecs + TEXT_ENCODER_PARAMS * 2 + TEXT_ACTIVATION_BYTES
     act_bytes = 4 if weights_dtype == "fp32" else 2
     text = TEXT_ENCODER_PARAMS * 2 if keep_text else 0
-    codecs = (VIDEO_VAE_PARAMS + AUDIO_PARAMS) * 4
     batch = max_batch or shape.n_passes
     activations = batch * shape.n_tokens(params) * (ACT_DIM_ELEMENTS * params.dim + ACT_FFN_ELEMENTS * params.ffn_dim)
     latents = LATENT_STATE_COPIES * 4 * (shape.n_tokens(params) * math.prod(params.patch_size)

@@ -29,10 +29,11 @@ import torch
 
 from nava_dub.errors import UsageError, WeightsError
 from nava_dub.progress import ProgressFn, silent
-from nava_dub.weights import require_weights
+from nava_dub.weights import load_strict, require_weights
 
 if TYPE_CHECKING:
     from nava_dub.model.audio_vae import LtxAudioVAE
+    from nava_dub.model.offload import BlockOffload
     from nava_dub.model.speaker import ReDimNet
     from nava_dub.model.text_encoder import TextEncoder
     from nava_dub.model.transformer import NavaTransformer
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 
 # The manifest's components; the vocoder lives in the audio VAE's file and loads with it.
 ALL = frozenset({"transformer", "text_encoder", "tokenizer", "video_vae", "audio_vae", "speaker_encoder"})
-_ATTRIBUTES = {"audio_vae": ("audio_vae", "vocoder")}
+_ATTRIBUTES = {"audio_vae": ("audio_vae", "vocoder"), "transformer": ("transformer", "offload")}
+_SETTINGS = {"dtype", "device", "offload"}     # Models fields that are not components
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +59,7 @@ class Models:
     speaker_encoder: ReDimNet | None = None
     dtype: torch.dtype = torch.float32
     device: torch.device = torch.device("cpu")
+    offload: BlockOffload | None = None        # the transformer's block streaming (nava_dub.placement)
 
     def without(self, *names: str) -> Models:
         """This bundle with the named components dropped (their memory is freed once unreferenced)."""
@@ -70,7 +73,9 @@ class Models:
     def merged(self, other: Models) -> Models:
         """This bundle with every component `other` has loaded added (other's win)."""
         loaded = {f.name: getattr(other, f.name) for f in fields(other)
-                  if f.name not in ("dtype", "device") and getattr(other, f.name) is not None}
+                  if f.name not in _SETTINGS and getattr(other, f.name) is not None}
+        if other.transformer is not None:   # its block streaming comes with it
+            loaded["offload"] = other.offload
         merged = replace(self, **loaded)
         check_compatible(merged)
         return merged
@@ -94,8 +99,11 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 def load_models(weights_dir: str | Path, *, components: Iterable[str] = ALL,
                 dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                progress: ProgressFn = silent) -> Models:
-    """Load the named components from weights_dir after checking every file they need."""
+                on_host: Iterable[str] = (), progress: ProgressFn = silent) -> Models:
+    """Load the named components from weights_dir after checking every file they need.
+
+    Those in `on_host` load into host memory whatever the device: a memory plan streams or runs
+    them from there (nava_dub.placement), so they never need room on the GPU to load."""
     from nava_dub.checkpoint import load_transformer
     from nava_dub.text import load_text_encoder, load_tokenizer
     from nava_dub.voice import load_speaker_encoder
@@ -107,14 +115,20 @@ def load_models(weights_dir: str | Path, *, components: Iterable[str] = ALL,
                          f"choose from {', '.join(sorted(ALL))}")
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
+    on_host = set(on_host)
+
+    def where(name: str) -> torch.device:
+        return torch.device("cpu") if name in on_host else device
+
     paths = require_weights(Path(weights_dir), components)     # every file checked before any large read
     loaders = {
         "tokenizer": lambda p: {"tokenizer": load_tokenizer(p)},
-        "text_encoder": lambda p: {"text_encoder": load_text_encoder(p, dtype=dtype, device=str(device))},
+        "text_encoder": lambda p: {"text_encoder": load_text_encoder(p, dtype=dtype,
+                                                                     device=str(where("text_encoder")))},
         "speaker_encoder": lambda p: {"speaker_encoder": load_speaker_encoder(p, device=device)},
         "video_vae": lambda p: {"video_vae": load_video_vae(p, dtype=dtype, device=device)},
         "audio_vae": lambda p: dict(zip(("audio_vae", "vocoder"), load_audio_codec(p, device=device), strict=True)),
-        "transformer": lambda p: {"transformer": load_transformer(p, dtype=dtype, device=device)},
+        "transformer": lambda p: {"transformer": load_transformer(p, dtype=dtype, device=where("transformer"))},
     }
     order = [name for name in loaders if name in components]
     loaded: dict[str, Any] = {}
@@ -162,11 +176,8 @@ def load_video_vae(path: str | Path, *, dtype: torch.dtype = torch.float32,
     params = video_vae_preset(state, path)
     with torch.device("meta"):
         vae = WanVideoVAE(params)
-    try:
-        vae.autoencoder.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as err:
-        raise WeightsError(f"Wan VAE weights in {path} do not fit the {params.base_dim}-wide preset: {err}",
-                           "use Wan2.2-TI2V-5B/Wan2.2_VAE.pth from the official release") from err
+    load_strict(vae.autoencoder, state, what=f"the Wan VAE weights ({params.base_dim}-wide preset)", path=path,
+                hint="use Wan2.2-TI2V-5B/Wan2.2_VAE.pth from the official release")
     return vae.to(device=device, dtype=dtype).eval()
 
 
@@ -213,12 +224,10 @@ def load_audio_codec(path: str | Path, *, device: str | torch.device = "cpu") ->
     vae_state, vocoder_state = split_ltx_audio(state)
     with torch.device("meta"):
         vae, vocoder = LtxAudioVAE(vae_params), LtxVocoder(vocoder_params)
-    try:
-        vae.autoencoder.load_state_dict(vae_state, strict=True, assign=True)
-        vocoder.bwe_vocoder.load_state_dict(vocoder_state, strict=True, assign=True)
-    except RuntimeError as err:
-        raise WeightsError(f"LTX audio weights in {path} do not fit the config in its metadata: {err}",
-                           "use the official ltx-2.3-22b-dev_audio_vae.safetensors") from err
+    for module, part, what in ((vae.autoencoder, vae_state, "audio VAE"), (vocoder.bwe_vocoder, vocoder_state,
+                                                                          "vocoder")):
+        load_strict(module, part, what=f"the LTX {what} weights (config from the file's metadata)", path=path,
+                    hint="use the official ltx-2.3-22b-dev_audio_vae.safetensors")
     return vae.to(device).eval(), vocoder.to(device).eval()
 
 

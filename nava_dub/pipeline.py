@@ -143,7 +143,8 @@ class DryRun:
 
 
 class NavaStack:
-    """The NAVA models: loaded on the first window no cache holds, then kept for every later input."""
+    """The NAVA models: loaded on the first window no cache holds, placed by that input's memory plan,
+    then kept for every later input (preloaded models are used as they are)."""
 
     def __init__(self, models=None) -> None:
         self._models = models
@@ -153,10 +154,10 @@ class NavaStack:
     def loaded(self) -> bool:
         return self._models is not None
 
-    def get(self, options: DubOptions, weight_paths: dict, progress: ProgressFn = silent):
+    def get(self, options: DubOptions, plan, progress: ProgressFn = silent):   # plan: memory.MemoryPlan
         if self._models is None:
             from nava_dub.dub_window import load_dub_models
-            self._models = load_dub_models(options, weight_paths, progress)
+            self._models = load_dub_models(options, plan, progress)
             self.n_loads += 1
         return self._models
 
@@ -194,6 +195,7 @@ class _Job:
     checked: _Checked
     voices: dict
     origins: dict
+    cuts: dict                       # {path beside the output: ReferenceClip cut from the input}
     stack: NavaStack
     progress: ProgressFn
     timer: _Timer
@@ -213,10 +215,11 @@ def dub(input_path: Path, options: DubOptions, *, speech: SpeechStack | None = N
     revoiced = sorted({s.speaker for w in checked.windows for s in w.spans})   # a preview's voices are the run's
     with timer("references"):
         progress("read voices", 0, 1)
-        voices, origins = dub_window.reference_voices(checked.info, checked.analysis, revoiced, checked.refs, options)
+        voices, origins, cuts = dub_window.reference_voices(checked.info, checked.analysis, revoiced, checked.refs,
+                                                            options)
         progress("read voices", 1, 1)
     stack = models if isinstance(models, NavaStack) else NavaStack(models)
-    job = _Job(input_path, options, checked, voices, origins, stack, progress, timer)
+    job = _Job(input_path, options, checked, voices, origins, cuts, stack, progress, timer)
     if selection is None:
         return _render(job, checked.info, checked.windows)
     return _preview(job, selection, chosen)
@@ -303,31 +306,14 @@ def _render(job: _Job, source: media.MediaInfo, windows: tuple[Window, ...], off
     input's timeline, so seeds and cache keys are the full run's.
     """
     from nava_dub import dub_window
-    from nava_dub.cache import WindowCache, cache_dir_for
-
     options, timer = job.options, job.timer
     # an excerpt off the shared grid reads its picture a fraction of a frame away: keep it out of the cache
-    exact = preview is None or preview["exact"]
-    cache = WindowCache(cache_dir_for(options.output), enabled=options.use_cache and exact)
-    nava = _lazy_models(job)
-    results, notes, window_log = [], [], []
-    for window in windows:
-        key = dub_window.cache_key(job.checked.info, window, options, job.voices, job.checked.weight_paths)
-        started = time.perf_counter()
-        with timer("model"):
-            result = cache.load(key)
-            cached = result is not None
-            if result is None:
-                result = dub_window.generate_window(*nava(), source, window, options, job.progress,
-                                                    source_offset_frames=offset_frames)
-                cache.store(key, result)
-        results.append(result)
-        window_log.append({"index": window.index, "seconds": round(time.perf_counter() - started, 3),
-                           "cached": cached, "note": result.note})
-        if result.note:
-            notes.append(f"window {window.index}: {result.note}")
+    results, window_log, memory = _window_results(job, source, windows, offset_frames,
+                                                  use_cache=options.use_cache and (preview is None or preview["exact"]))
+    notes = [f"window {entry['index']}: {entry['note']}" for entry in window_log if entry["note"]]
     placed = tuple(shift_window(w, offset_frames) for w in windows)
     _write(job, source, placed, results, reencode_picture=preview is not None)
+    dub_window.write_cut_references(job.cuts)
     from nava_dub.record import write_run_record
     record = write_run_record(options.output, {
         "input": str(job.input_path), "output": str(options.output), "options": options,
@@ -336,32 +322,64 @@ def _render(job: _Job, source: media.MediaInfo, windows: tuple[Window, ...], off
         "seed": options.seed, "references": job.origins,
         "plan": plan_summary(PlanResult(job.checked.analysis, job.checked.windows)), "windows": window_log,
         "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()}, "notes": notes,
-        **({"preview": preview} if preview else {})})
+        **({"memory": memory} if memory else {}), **({"preview": preview} if preview else {})})
     n_cached = sum(entry["cached"] for entry in window_log)
     return DubReport(options.output, record, len(windows), n_cached, job.origins, tuple(notes), timer.seconds, preview)
 
 
-def _lazy_models(job: _Job):
-    """models and voice embeddings, loaded on the first window the cache does not hold (memory checked first)."""
+def _window_results(job: _Job, source: media.MediaInfo, windows: tuple[Window, ...], offset_frames: int,
+                    use_cache: bool) -> tuple[list, list[dict], str | None]:
+    """(each window's result, its log entry, the memory plan's summary if models ran): from the cache, or
+    generated after every missing window's prompt is encoded (the plan may park umT5 before the first sample)."""
     from nava_dub import dub_window
-    loaded: dict = {}
+    from nava_dub.cache import WindowCache, cache_dir_for
 
-    def nava():
-        if "embeddings" not in loaded:
-            if not job.stack.loaded:
-                _check_memory(job)
-            with job.timer("load models"):
-                loaded["models"] = job.stack.get(job.options, job.checked.weight_paths, job.progress)
-            loaded["embeddings"] = dub_window.embed_voices(loaded["models"], job.voices)
-        return loaded["models"], loaded["embeddings"]
-    return nava
+    cache = WindowCache(cache_dir_for(job.options.output), enabled=use_cache)
+    keys = {w.index: dub_window.cache_key(job.checked.info, w, job.options, job.voices, job.checked.weight_paths)
+            for w in windows}
+    with job.timer("model"):
+        results = {w.index: cache.load(keys[w.index]) for w in windows}
+    missing = [w for w in windows if results[w.index] is None]
+    nava = _Nava(job, windows) if missing else None
+    conditions = nava.conditions(missing) if nava else {}
+    window_log = []
+    for window in windows:
+        started = time.perf_counter()
+        cached = results[window.index] is not None
+        if not cached:
+            with job.timer("model"):
+                results[window.index] = dub_window.generate_window(
+                    nava.models, nava.embeddings, source, window, job.options, job.progress,
+                    conditioning=conditions[window.index], memory=nava.plan, source_offset_frames=offset_frames)
+                cache.store(keys[window.index], results[window.index])
+        window_log.append({"index": window.index, "seconds": round(time.perf_counter() - started, 3),
+                           "cached": cached, "note": results[window.index].note})
+    return [results[w.index] for w in windows], window_log, nava.plan.summary() if nava else None
 
 
-def _check_memory(job: _Job) -> None:
+class _Nava:
+    """The models placed by the run's memory plan, the voices' embeddings and the windows' prompt conditions."""
+
+    def __init__(self, job: _Job, windows: tuple[Window, ...]) -> None:
+        from nava_dub import dub_window
+        self.job = job
+        estimate = resources.estimate_dub(job.checked.info, windows, job.options)
+        if not job.stack.loaded:
+            _check_memory(estimate)
+        self.plan = estimate.memory
+        with job.timer("load models"):
+            self.models = job.stack.get(job.options, self.plan, job.progress)
+        self.embeddings = dub_window.embed_voices(self.models, job.voices)
+
+    def conditions(self, windows: list[Window]) -> dict:
+        """Every window's prompt encoded before any samples, so the plan can park umT5 first."""
+        from nava_dub import dub_window
+        with self.job.timer("encode prompts"):
+            return dub_window.window_conditions(self.models, self.embeddings, windows, self.plan, self.job.progress)
+
+
+def _check_memory(estimate: RunEstimate) -> None:
     """Say before loading, not after minutes of it, that the GPU cannot hold the model in the chosen mode."""
-    if resources.device_info(job.options.device).kind != "cuda":
-        return
-    estimate = resources.estimate_dub(job.checked.info, job.checked.windows, job.options)
     if not estimate.fits:
         raise ModelError(estimate.problem() or "the GPU is too small",
                          "use --memory low, a smaller --resolution, or a GPU with more free memory")

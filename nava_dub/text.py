@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import ftfy
 
 from nava_dub.errors import ModelError, WeightsError
+from nava_dub.weights import load_strict
 
 if TYPE_CHECKING:
     import torch
@@ -189,11 +190,8 @@ def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None, device
     hf_state = {k: v.to(dtype) for k, v in wan_to_hf_umt5(wan_state).items()}
     with torch.device("meta"):
         encoder = TextEncoder(config)
-    try:
-        encoder.umt5.load_state_dict(hf_state, strict=True, assign=True)
-    except RuntimeError as err:
-        raise WeightsError(f"umT5 weights in {path} do not fit the encoder: {err}",
-                           "use Wan2.2's models_t5_umt5-xxl-enc-bf16.pth") from err
+    load_strict(encoder.umt5, hf_state, what="the umT5 weights", path=path,
+                hint="use Wan2.2's models_t5_umt5-xxl-enc-bf16.pth")
     return encoder.to(device).eval()
 
 

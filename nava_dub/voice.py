@@ -25,6 +25,7 @@ import torchaudio
 from nava_dub.errors import MediaError, TranscriptError, WeightsError
 from nava_dub.model.speaker import ReDimNet, ReDimNetParams
 from nava_dub.timeline import Span
+from nava_dub.weights import load_strict
 
 REFERENCE_SAMPLE_RATE_HZ = 16000
 MAX_REFERENCE_S = 30           # NAVA keeps the first 30 s
@@ -131,11 +132,8 @@ def load_speaker_encoder(path: str | Path, device: str | torch.device = "cpu") -
         model = ReDimNet(ReDimNetParams.from_model_config(config))
     except (ValueError, KeyError, TypeError) as err:
         raise WeightsError(f"{path.name}: {err}", "use M-vb2+vox2+cnc-ft_mix.pt from IDRnD/ReDimNet's releases") from err
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as err:
-        raise WeightsError(f"ReDimNet weights in {path} do not fit its model_config: {err}",
-                           "re-download M-vb2+vox2+cnc-ft_mix.pt") from err
+    load_strict(model, state_dict, what="the ReDimNet weights (sizes from its model_config)", path=path,
+                hint="re-download M-vb2+vox2+cnc-ft_mix.pt", assign=False)
     return model.to(device).eval()
 
 

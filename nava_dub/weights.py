@@ -15,8 +15,10 @@ import json
 import os
 import struct
 import zipfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nava_dub.errors import WeightsError
 
@@ -140,3 +142,37 @@ def safetensors_header_problem(path: Path) -> str:
     if ends and 8 + header_len + max(ends) > size:
         return f"truncated: the header needs {8 + header_len + max(ends)} bytes, the file has {size}"
     return ""
+
+
+# --- strict loading -----------------------------------------------------------------------------
+
+N_KEYS_SHOWN = 5          # keys an error names before "… (N more)"
+
+
+def first_keys(keys: Iterable[object]) -> str:
+    """The first few keys, and how many more there are."""
+    keys = list(keys)
+    shown = ", ".join(str(k) for k in keys[:N_KEYS_SHOWN])
+    return shown + (f", … ({len(keys) - N_KEYS_SHOWN} more)" if len(keys) > N_KEYS_SHOWN else "")
+
+
+def key_mismatch(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]) -> str | None:
+    """What differs between two {key: shape} maps, naming the first keys of each kind; None if nothing."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k} {list(found[k])} (expected {list(s)})" for k, s in expected.items()
+             if k in found and tuple(found[k]) != tuple(s)]
+    parts = [f"{len(ks)} {what} ({first_keys(ks)})" for what, ks in
+             (("missing keys", missing), ("unexpected keys", unexpected), ("of the wrong shape", wrong)) if ks]
+    return "; ".join(parts) or None
+
+
+def load_strict(module: Any, state: Mapping[str, Any], *, what: str, path: str | Path, hint: str,
+                assign: bool = True) -> None:
+    """Load `state` into `module` (an nn.Module, possibly built on the meta device) with every key and
+    shape checked first: a mismatch is a WeightsError naming the first offending keys."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    problem = key_mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
+    if problem:
+        raise WeightsError(f"{what} in {path} do not fit: {problem}", hint)
+    module.load_state_dict(state, strict=True, assign=assign)

@@ -38,7 +38,7 @@ class FakeNava:
     sources: dict = field(default_factory=dict)             # window index -> the WindowSource it read
     on_step: object = None                                  # called (window, step) inside each sampling step
 
-    def load(self, options, weight_paths, progress):
+    def load(self, options, plan, progress):
         self.loads += 1
         progress("load models", 1, 1)
         return "stand-in models"
@@ -46,8 +46,12 @@ class FakeNava:
     def embed(self, models, voices):
         return {speaker: None for speaker in voices}
 
-    def generate(self, models, embeddings, info, window, options, progress, conditioning=None, *,
+    def conditions(self, models, embeddings, windows, plan, progress):
+        return {w.index: f"prompt of window {w.index}" for w in windows}
+
+    def generate(self, models, embeddings, info, window, options, progress, *, conditioning=None, memory=None,
                  source_offset_frames=0):
+        assert conditioning == f"prompt of window {window.index}"   # encoded before, for this window
         from nava_dub.dub_window import _face_regions, window_seed
         from nava_dub.source import read_window_source
         progress(f"window {window.index + 1} read source", 0, 1)
@@ -74,6 +78,7 @@ def install(monkeypatch) -> FakeNava:
     fake = FakeNava()
     monkeypatch.setattr(dub_window, "load_dub_models", fake.load)
     monkeypatch.setattr(dub_window, "embed_voices", fake.embed)
+    monkeypatch.setattr(dub_window, "window_conditions", fake.conditions)
     monkeypatch.setattr(dub_window, "generate_window", fake.generate)
     return fake
 

@@ -343,3 +343,27 @@ def test_a_dub_killed_with_sigterm_cleans_up_like_ctrl_c(kit, tmp_path):
     assert worker.wait(timeout=60) == 130 and "error: interrupted" in rest
     assert not run.output.exists() and fake_nava.leftovers(tmp_path) == []
     assert len(list((tmp_path / ".out.mp4.nava-cache").glob("*.npz"))) == 1
+
+
+def test_voices_cut_from_the_input_are_written_only_by_a_dub_that_succeeds(tmp_path, monkeypatch):
+    fake = fake_nava.install(monkeypatch)
+    long_lines = (("en-us", "This first speaker reads a sentence that is long enough to carry a voice."),
+                  ("en-gb+f3", "And the second speaker answers with a sentence of about the same length."))
+    clip, transcript = fake_nava.clip_with_transcript(tmp_path, "long.mp4", lines=long_lines, gaps_s=1.5)
+    run = Run(clip, tmp_path / "out.mp4", transcript, None, fake_nava.fake_weights(tmp_path / "weights"),
+              ["--video", "keep"])
+
+    def interrupt(window, step):
+        raise KeyboardInterrupt
+
+    fake.on_step = interrupt
+    assert runner.invoke(app, run.args()).exit_code == 130
+    assert sorted(tmp_path.glob("out.ref-*.wav")) == []            # an interrupted dub leaves no voice files
+    fake.on_step = None
+    result = runner.invoke(app, run.args())
+    assert result.exit_code == 0, result.output
+    cuts = sorted(p.name for p in tmp_path.glob("out.ref-*.wav"))
+    assert cuts == ["out.ref-SPEAKER_00.wav", "out.ref-SPEAKER_01.wav"]
+    record = json.loads(Path(str(run.output) + ".run.json").read_text())
+    assert all(str(tmp_path / name) in record["references"][name[8:-4]] for name in cuts)
+    assert media.probe(tmp_path / cuts[0]).duration_s >= 3.0

@@ -94,7 +94,7 @@ def test_an_over_long_prompt_fails_before_generation(inputs, monkeypatch):
 
 def test_options_are_checked():
     for bad in (JobOptions(n_latent_frames=0), JobOptions(height_px=64), JobOptions(height_px=60, width_px=64),
-                JobOptions(steps=0)):
+                JobOptions(steps=0), JobOptions(memory="huge")):
         with pytest.raises(UsageError):
             bad.validate()
 
@@ -120,6 +120,22 @@ def test_each_task_writes_a_playable_file_and_a_second_run_skips(inputs, monkeyp
     again = run_jobs(_write_jobs(inputs, ALL_TASKS), out, weights_dir=tiny_nava.weights_dir(), options=OPTIONS)
     assert [r.status for r in again] == ["skipped"] * 3
     assert [r.path.stat().st_mtime_ns for r in again] == stamps
+
+
+def test_a_low_memory_run_streams_the_blocks_and_writes_what_max_writes(inputs, monkeypatch):
+    from nava_dub import placement
+    placed = []
+    load_placed = placement.load_placed
+    monkeypatch.setattr(placement, "load_placed", lambda *a, **kw: placed.append(load_placed(*a, **kw)) or placed[-1])
+    lines = [{"prompt": "海边的男人说<S>Hello there<E>", "spk_wavs": ["voice.wav"], "task": "t2a"}]
+    written = {}
+    for mode in ("max", "low"):
+        options = JobOptions(n_latent_frames=T, steps=2, memory=mode, device="cpu")
+        [result] = run_jobs(_write_jobs(inputs, lines), inputs / f"out-{mode}", weights_dir=tiny_nava.weights_dir(),
+                            options=options)
+        written[mode] = media.read_audio(result.path, 16000, None)
+    assert placed[0].offload is None and placed[1].offload is not None and placed[1].offload.n_bytes_copied > 0
+    np.testing.assert_allclose(written["low"], written["max"], atol=2e-3, rtol=0)   # 16-bit samples, ≤ a few LSB
 
 
 def test_image_jobs_take_the_image_bucket_without_a_size():

@@ -117,3 +117,20 @@ def test_components_that_do_not_fit_together_are_refused():
 def test_all_names_the_manifest_components():
     from nava_dub.weights import MANIFEST
     assert ALL == {f.component for f in MANIFEST}
+
+
+def test_strict_loading_names_the_offending_keys():
+    from nava_dub.weights import key_mismatch, load_strict
+    expected = {f"layer.{i}.weight": (4, 4) for i in range(8)}
+    assert key_mismatch(expected, dict(expected)) is None
+    found = {**{k: s for k, s in expected.items() if k != "layer.0.weight"}, "extra.bias": (4,), "layer.1.weight": (4, 5)}
+    assert key_mismatch(expected, found) == ("1 missing keys (layer.0.weight); 1 unexpected keys (extra.bias); "
+                                             "1 of the wrong shape (layer.1.weight [4, 5] (expected [4, 4]))")
+    many = key_mismatch(expected, {})
+    assert many.startswith("8 missing keys (layer.0.weight, layer.1.weight") and "(3 more)" in many
+    module = torch.nn.Linear(2, 3)
+    with pytest.raises(WeightsError, match=r"the test weights in f.pt do not fit: 1 missing keys \(bias\)") as err:
+        load_strict(module, {"weight": torch.zeros(3, 2)}, what="the test weights", path="f.pt", hint="fix it")
+    assert err.value.hint == "fix it"
+    load_strict(module, {"weight": torch.ones(3, 2), "bias": torch.ones(3)}, what="w", path="f", hint="h")
+    assert module.weight.sum().item() == 6

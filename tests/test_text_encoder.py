@@ -123,5 +123,6 @@ def test_weight_file_errors(tmp_path, wan_state):
         load_text_encoder(broken)
     wrong_shape = tmp_path / "wrong.pth"
     torch.save({**wan_state, "norm.weight": torch.ones(65, dtype=torch.bfloat16)}, wrong_shape)
-    with pytest.raises(WeightsError, match="do not fit"):
+    with pytest.raises(WeightsError, match=r"do not fit: 1 of the wrong shape \(encoder.final_layer_norm.weight "
+                                           r"\[65\] \(expected \[64\]\)\)"):
         load_text_encoder(wrong_shape)
