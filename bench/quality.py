@@ -1,4 +1,4 @@
-"""What the pass-saving shortcuts cost: final latents with each `guidance.Shortcuts` against the full run.
+"""What the pass-saving shortcuts cost: final latents with each `options.Shortcuts` against the full run.
 
     python -m bench.quality [--size tiny|release] [--weights NAVA.safetensors] [--shape 64x96x3]
                             [--steps 50] [--speakers] [--variants a,b] [--json F]
@@ -22,8 +22,9 @@ import torch
 
 from bench.measure import compute_dtype, environment, pick_device, synchronize, write_json
 from bench.step import build_model, parse_shape, window_inputs
-from nava_dub.guidance import GuidanceScales, Shortcuts, nava_velocity
+from nava_dub.guidance import GuidanceScales, nava_velocity
 from nava_dub.model.transformer import PRESETS, NavaTransformer
+from nava_dub.options import Shortcuts
 from nava_dub.sampler import sample
 
 VARIANTS: dict[str, Shortcuts] = {

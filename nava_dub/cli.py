@@ -166,11 +166,17 @@ Audio48kOpt = Annotated[bool, typer.Option("--audio-48k", help="Use the vocoder'
                                            rich_help_panel=ADVANCED)]
 MemoryOpt = Annotated[str, typer.Option("--memory", help="GPU memory mode: auto (from the free memory), max, "
                                                          "balanced or low.", rich_help_panel=ADVANCED)]
+GuidanceSigmasOpt = Annotated[str | None, typer.Option(
+    "--guidance-sigmas", metavar="LO,HI", help="Fewer passes: guide only at noise levels LO..HI (0..1); other steps "
+    "run one pass. Off by default; `python -m bench.quality` shows what it changes.", rich_help_panel=ADVANCED)]
+ReuseGuidanceOpt = Annotated[int, typer.Option(
+    "--reuse-guidance", metavar="N", help="Fewer passes: after a fully guided step, N steps reuse its guidance "
+    "correction with one pass each. 0 (off) by default.", rich_help_panel=ADVANCED)]
 
 
 def _dub_options(values: dict, output: Path, transcript: Path | None):
     """DubOptions from the parameters every dubbing command shares (`values`: the command's locals())."""
-    from nava_dub.options import DubOptions
+    from nava_dub.options import DubOptions, Shortcuts
     v = values
     return DubOptions(
         output=output, refs=tuple(v["ref"] or ()), transcript=transcript, speakers=_speakers(v["speakers"]),
@@ -178,7 +184,8 @@ def _dub_options(values: dict, output: Path, transcript: Path | None):
         hold=v["hold"], guidance=GuidanceOptions(v["guidance_video"], v["guidance_audio"], v["guidance_video_align"],
                                                  v["guidance_audio_align"], v["guidance_timbre"]),
         resolution_px=v["resolution"], codec=v["codec"], weights_dir=v["weights"], device=v["device"],
-        use_cache=not v["no_cache"], vocoder_48k=v["audio_48k"], memory=v["memory"])
+        use_cache=not v["no_cache"], vocoder_48k=v["audio_48k"], memory=v["memory"],
+        shortcuts=Shortcuts.parse(v["guidance_sigmas"], v["reuse_guidance"]))
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -216,6 +223,8 @@ def dub(
     resolution: ResolutionOpt = 960,
     audio_48k: Audio48kOpt = False,
     memory: MemoryOpt = "auto",
+    guidance_sigmas: GuidanceSigmasOpt = None,
+    reuse_guidance: ReuseGuidanceOpt = 0,
     weights: WeightsDir = Path("weights"),
     device: DeviceOpt = "auto",
     verbose: Verbose = False,
@@ -321,6 +330,8 @@ def batch(
     resolution: ResolutionOpt = 960,
     audio_48k: Audio48kOpt = False,
     memory: MemoryOpt = "auto",
+    guidance_sigmas: GuidanceSigmasOpt = None,
+    reuse_guidance: ReuseGuidanceOpt = 0,
     weights: WeightsDir = Path("weights"),
     device: DeviceOpt = "auto",
     verbose: Verbose = False,
@@ -440,6 +451,8 @@ def generate(
     audio_48k: Annotated[bool, typer.Option("--audio-48k", help="Write the vocoder's 48 kHz sound.",
                                             rich_help_panel=ADVANCED)] = False,
     memory: MemoryOpt = "auto",
+    guidance_sigmas: GuidanceSigmasOpt = None,
+    reuse_guidance: ReuseGuidanceOpt = 0,
     weights: WeightsDir = Path("weights"),
     device: DeviceOpt = "auto",
     verbose: Verbose = False,
@@ -448,11 +461,13 @@ def generate(
     """Run NAVA's own tasks (text or first image to audio+video, text to audio) from a JSONL file."""
     with reporting(verbose):
         from nava_dub.jobs import JobOptions, run_jobs
+        from nava_dub.options import Shortcuts
         width_px, height_px = _size(size)
         results = run_jobs(jobs, output_dir, weights_dir=weights, progress=progress_reporter(quiet),
                            options=JobOptions(n_latent_frames=frames, height_px=height_px, width_px=width_px,
                                               steps=steps, seed=seed, device=device, vocoder_48k=audio_48k,
-                                              memory=memory))
+                                              memory=memory, shortcuts=Shortcuts.parse(guidance_sigmas,
+                                                                                       reuse_guidance)))
         for result in results:
             out.print(f"{result.status}: {result.path}", highlight=False)
 

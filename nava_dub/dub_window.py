@@ -115,7 +115,8 @@ def cache_key(info: media.MediaInfo, window: Window, options: DubOptions, voices
                    [[s.start_s, s.end_s, s.speaker, s.text] for s in window.spans]],
         "voices": voices,
         "options": [options.video_mode, options.audio_mode, options.face_hint, options.steps, options.seed,
-                    options.hold, options.guidance, options.resolution_px, options.margin_s, options.vocoder_48k],
+                    options.hold, options.guidance, options.shortcuts, options.resolution_px, options.margin_s,
+                    options.vocoder_48k],
         "weights": {c: [str(p), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns]
                     for c, p in sorted(weight_paths.items())},
     })
@@ -158,7 +159,7 @@ def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Win
         audio_source=audio_latent, audio_keep=torch.from_numpy(
             audio_keep_mask(window, options.audio_mode, options.margin_s)),
         keep_mode=options.hold, steps=options.steps, seed=window_seed(options.seed, window),
-        guidance=generate.scales_from(options.guidance), vocoder_48k=options.vocoder_48k,
+        guidance=generate.scales_from(options.guidance), shortcuts=options.shortcuts, vocoder_48k=options.vocoder_48k,
         decode_video=video_mode != "keep")
     generated = generate.generate(models, request, lambda stage, done, total: progress(
         f"window {window.index + 1} {stage}", done, total), conditioning=conditioning, memory=memory)

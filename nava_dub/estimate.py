@@ -2,7 +2,7 @@
 
 A window runs `steps` sampling steps of `n_passes` transformer passes each: cond, uncond and the
 align-3D branch make 3; the timbre branch makes 4 when voices are given, as in every dub
-(guidance.branches). One pass costs `pass_flops` (the count of bench/step.py, without the
+(guidance.branches); with pass shortcuts (options.Shortcuts) some steps run the cond pass alone. One pass costs `pass_flops` (the count of bench/step.py, without the
 context MLPs that run once per window). Memory comes from `nava_dub.memory.plan_memory` for the
 largest window. Time is the transformer's share only (text encoding, the VAEs and the vocoder come
 on top): the window's FLOP at an assumed achieved rate, ASSUMED_EFFICIENCY of the GPU's nominal
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nava_dub.memory import GB, GenerationShape, MemoryPlan, plan_for_device
+from nava_dub.options import Shortcuts
 from nava_dub.timeline import audio_tokens_for_latent_frames
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class RunEstimate:
     memory: MemoryPlan
     windows: tuple[WindowCost, ...]
     flops_per_s: float | None        # the assumed achieved rate
+    n_passes_per_window: int = 0     # steps × passes, fewer with pass shortcuts
 
     @property
     def fits(self) -> bool:
@@ -128,24 +130,36 @@ def flops_per_s(device: DeviceInfo) -> float | None:
 
 def estimate_run(params: NavaParams, windows: Sequence[tuple[int, int]], *, height_px: int, width_px: int,
                  steps: int, with_voices: bool, device: DeviceInfo, memory_mode: str = "auto",
-                 weights_dtype: str = "bf16", weights: str = "release") -> RunEstimate:
+                 weights_dtype: str = "bf16", weights: str = "release",
+                 shortcuts: Shortcuts = Shortcuts()) -> RunEstimate:
     """The cost of windows given as (index, n_latent_frames) at height_px × width_px."""
     n_passes = n_passes_per_step(with_voices)
+    passes = shortcuts.passes_per_step(model_timesteps(steps), n_passes)
     rate = flops_per_s(device)
     latent_h, latent_w = height_px // VAE_SPATIAL_FACTOR_PX, width_px // VAE_SPATIAL_FACTOR_PX
     costs = []
     for index, n_latent_frames in windows:
         n_video = math.prod(params.token_grid(n_latent_frames, latent_h, latent_w))
         n_audio = audio_tokens_for_latent_frames(n_latent_frames)
-        per_step = (n_passes - 1) * pass_flops(params, n_video, n_audio) + pass_flops(params, n_video, n_audio,
-                                                                                      masked=True)
-        flops = steps * per_step
-        costs.append(WindowCost(index, n_latent_frames, n_video, n_audio, steps * n_passes, flops,
+        joint = pass_flops(params, n_video, n_audio)
+        guided = (n_passes - 1) * joint + pass_flops(params, n_video, n_audio, masked=True)
+        flops = sum(guided if p == n_passes else p * joint for p in passes)
+        costs.append(WindowCost(index, n_latent_frames, n_video, n_audio, sum(passes), flops,
                                 None if rate is None else flops / rate))
     largest = max((n for _, n in windows), default=1)
     shape = GenerationShape(height_px, width_px, largest, n_passes)
     memory = plan_for_device(params, shape, memory_mode, device.kind == "cuda", device.free_bytes, weights_dtype)
-    return RunEstimate(weights, device, steps, n_passes, height_px, width_px, memory, tuple(costs), rate)
+    return RunEstimate(weights, device, steps, n_passes, height_px, width_px, memory, tuple(costs), rate,
+                       sum(passes))
+
+
+def model_timesteps(n_steps: int, shift: float = 5.0) -> list[int]:
+    """The timesteps the transformer sees over `n_steps` (sampler.schedule, without torch): Wan's
+    shifted grid σ = shift·u / (1 + (shift−1)·u), u = σ_max·(1 − i/N), truncated to t = ⌊1000·σ⌋."""
+    top = 1.0 - 1.0 / 1000
+    sigma_max = shift * top / (1 + (shift - 1) * top)
+    grid = (sigma_max * (1 - i / n_steps) for i in range(n_steps))
+    return [int(1000 * shift * u / (1 + (shift - 1) * u)) for u in grid]
 
 
 def estimate_summary(estimate: RunEstimate) -> dict:
@@ -156,6 +170,7 @@ def estimate_summary(estimate: RunEstimate) -> dict:
                    "total_bytes": estimate.device.total_bytes, "free_bytes": estimate.device.free_bytes},
         "steps": estimate.steps,
         "passes_per_step": estimate.n_passes_per_step,
+        "passes_per_window": estimate.n_passes_per_window,
         "size_px": [estimate.height_px, estimate.width_px],
         "memory": {"mode": estimate.memory.mode, "peak_bytes": estimate.memory.estimate.peak_bytes,
                    "summary": estimate.memory.summary()},

@@ -41,7 +41,7 @@ from nava_dub.codecs import (
 )
 from nava_dub.errors import ModelError, WeightsError
 from nava_dub.guidance import Conditioning, GuidanceScales, nava_velocity
-from nava_dub.options import GuidanceOptions
+from nava_dub.options import GuidanceOptions, Shortcuts
 from nava_dub.progress import ProgressFn, silent
 from nava_dub.sampler import DEFAULT_STEPS, Keep, draw_nava_noise, sample
 from nava_dub.text import SPEAKER_SLOT, EncodedPrompt, encode_prompts, prepare_prompt
@@ -91,6 +91,7 @@ class GenerationRequest:
     steps: int = DEFAULT_STEPS
     seed: int = DEFAULT_SEED
     guidance: GuidanceScales = field(default_factory=GuidanceScales)
+    shortcuts: Shortcuts = Shortcuts()         # fewer passes per step (off: NAVA's sampling)
     vocoder_48k: bool = False                  # also return the vocoder's 48 kHz output
     decode_video: bool = True                  # False when the caller keeps the source picture anyway
 
@@ -218,7 +219,8 @@ def generate(models: Models, request: GenerationRequest, progress: ProgressFn = 
         noise = [n for n in (video_noise, audio_noise) if n is not None]
         keeps = ([video_keep] if video_shape else []) + [audio_keep]
         velocity = nava_velocity(transformer, conditioning, request.guidance, max_batch=placement.max_batch(memory),
-                                 clean_video_tokens=clean_video, clean_audio_tokens=clean_audio)
+                                 shortcuts=request.shortcuts, clean_video_tokens=clean_video,
+                                 clean_audio_tokens=clean_audio)
         progress("sample", 0, request.steps)
         latents = sample(velocity, noise, n_steps=request.steps, keeps=keeps,
                          on_step=lambda step: progress("sample", step.step + 1, step.n_steps))

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from nava_dub.model.transformer import NavaInputs, NavaOutputs, NavaTransformer
-from nava_dub.options import GuidanceOptions
+from nava_dub.options import GuidanceOptions, Shortcuts
 from nava_dub.sampler import N_TRAIN_TIMESTEPS
 
 
@@ -141,30 +141,6 @@ def run_branches(model: NavaTransformer, base: NavaInputs, cond: Conditioning, r
 
 def _velocities(outs: Mapping[Branch, NavaOutputs], stream: str) -> dict[Branch, Tensor]:
     return {b: getattr(o, f"{stream}_velocity").float() for b, o in outs.items()}
-
-
-@dataclass(frozen=True)
-class Shortcuts:
-    """Ways to run fewer transformer passes per step; all off by default (NAVA runs every branch every step).
-
-    guidance_sigmas: guide only while lo <= σ <= hi (σ = t/1000); at other steps the cond pass alone
-        gives the velocity (guidance scale 1, as in guidance-interval sampling).
-    reuse_steps: a step that runs every branch keeps its guidance correction (guided − cond); the
-        next `reuse_steps` steps run the cond pass only and add that correction to it.
-    """
-
-    guidance_sigmas: tuple[float, float] | None = None
-    reuse_steps: int = 0
-
-    def __post_init__(self) -> None:
-        if self.guidance_sigmas is not None and not 0 <= self.guidance_sigmas[0] <= self.guidance_sigmas[1]:
-            raise ValueError(f"guidance sigmas must be 0 <= lo <= hi, got {self.guidance_sigmas}")
-        if self.reuse_steps < 0:
-            raise ValueError(f"reuse_steps must be >= 0, got {self.reuse_steps}")
-
-    def guides_at(self, sigma: float) -> bool:
-        lo, hi = self.guidance_sigmas or (0.0, math.inf)
-        return lo <= sigma <= hi
 
 
 class NavaVelocity:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from nava_dub.errors import DubError, UsageError
-from nava_dub.options import GuidanceOptions
+from nava_dub.options import GuidanceOptions, Shortcuts
 from nava_dub.progress import ProgressFn, silent
 from nava_dub.text import SPEAKER_SLOT, prepare_prompt
 from nava_dub.timeline import DEFAULT_LATENT_FRAMES, MAX_LATENT_FRAMES, NAVA_FPS
@@ -56,6 +56,7 @@ class JobOptions:
     device: str = "auto"              # auto, cpu, cuda, cuda:N
     vocoder_48k: bool = False         # write the vocoder's 48 kHz sound instead of NAVA's 16 kHz
     memory: str = "auto"              # GPU memory mode (nava_dub.memory): auto | max | balanced | low
+    shortcuts: Shortcuts = Shortcuts()  # fewer passes per step (off: NAVA's sampling)
 
     def validate(self) -> JobOptions:
         if not 1 <= self.n_latent_frames <= MAX_LATENT_FRAMES:
@@ -292,7 +293,7 @@ def _request(job: Job, found: _Inputs, speakers: Any, options: JobOptions) -> An
     return GenerationRequest(
         prompt=job.prompt, n_latent_frames=options.n_latent_frames, height_px=size[0], width_px=size[1],
         speaker_embeddings=speakers, first_frame=found.image, steps=options.steps, seed=options.seed + job.index,
-        guidance=scales_from(options.guidance), vocoder_48k=options.vocoder_48k)
+        guidance=scales_from(options.guidance), shortcuts=options.shortcuts, vocoder_48k=options.vocoder_48k)
 
 
 def _size(job: Job, found: _Inputs, options: JobOptions) -> tuple[int, int]:

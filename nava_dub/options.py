@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +61,61 @@ class GuidanceOptions:
 
 
 @dataclass(frozen=True)
+class Shortcuts:
+    """Ways to run fewer transformer passes per step; all off by default (NAVA runs every branch every
+    step). What they change in the result is measured by `python -m bench.quality`.
+
+    guidance_sigmas: guide only while lo <= σ <= hi (σ = t/1000); at other steps the cond pass alone
+        gives the velocity (guidance scale 1, as in guidance-interval sampling).
+    reuse_steps: a step that runs every branch keeps its guidance correction (guided − cond); the
+        next `reuse_steps` steps run the cond pass only and add that correction to it.
+    """
+
+    guidance_sigmas: tuple[float, float] | None = None
+    reuse_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.guidance_sigmas is not None and not 0 <= self.guidance_sigmas[0] <= self.guidance_sigmas[1] <= 1:
+            lo, hi = self.guidance_sigmas
+            raise UsageError(f"--guidance-sigmas {lo:g},{hi:g} is not an interval of noise levels",
+                             "give LO,HI with 0 <= LO <= HI <= 1, e.g. 0,0.95")
+        if not 0 <= self.reuse_steps <= 10:
+            raise UsageError(f"--reuse-guidance {self.reuse_steps} is out of range", "use 0 (off) to 10 steps")
+
+    @classmethod
+    def parse(cls, guidance_sigmas: str | None, reuse_steps: int) -> Shortcuts:
+        """From the command line's `--guidance-sigmas LO,HI` and `--reuse-guidance N`."""
+        if guidance_sigmas is None:
+            return cls(None, reuse_steps)
+        try:
+            lo, hi = (float(part) for part in guidance_sigmas.split(","))
+        except ValueError:
+            raise UsageError(f"--guidance-sigmas {guidance_sigmas!r} is not LO,HI",
+                             "give two noise levels, e.g. 0,0.95") from None
+        return cls((lo, hi), reuse_steps)
+
+    def guides_at(self, sigma: float) -> bool:
+        lo, hi = self.guidance_sigmas or (0.0, math.inf)
+        return lo <= sigma <= hi
+
+    def passes_per_step(self, timesteps: Sequence[int], n_branches: int) -> list[int]:
+        """Transformer passes at each step of a schedule (model timesteps, σ = t/1000): n_branches on a
+        guided step, 1 on a step outside the interval or reusing the last correction (guidance.NavaVelocity)."""
+        passes, reused, has_correction = [], 0, False
+        for timestep in timesteps:
+            if not self.guides_at(timestep / 1000):
+                passes.append(1)
+                has_correction = False
+            elif has_correction and reused < self.reuse_steps:
+                passes.append(1)
+                reused += 1
+            else:
+                passes.append(n_branches)
+                has_correction, reused = self.reuse_steps > 0, 0
+        return passes
+
+
+@dataclass(frozen=True)
 class DubOptions:
     """Everything a dub run takes besides the input, validated before anything heavy runs."""
 
@@ -73,6 +130,7 @@ class DubOptions:
     seed: int = 0
     hold: str = "clean"                          # how kept latents follow the source: clean | noised
     guidance: GuidanceOptions = GuidanceOptions()
+    shortcuts: Shortcuts = Shortcuts()           # fewer passes per step (off: NAVA's sampling)
     resolution_px: int = 960                     # NAVA's bucket table; smaller is faster, for previews and tests
     codec: str = "libx264"
     weights_dir: Path = Path("weights")

@@ -63,9 +63,10 @@ def render_estimate(console: Console, estimate) -> None:
     where = device.name if device.kind == "cpu" else (
         f"{device.name}, {(device.free_bytes or 0) / 1e9:.1f} of {(device.total_bytes or 0) / 1e9:.1f} GB free")
     console.print(f"estimate for {estimate.weights} on {where}:", highlight=False, markup=False)
-    console.print(f"  {estimate.steps} steps x {estimate.n_passes_per_step} passes = "
-                  f"{estimate.steps * estimate.n_passes_per_step} model passes per window, "
-                  f"at {estimate.height_px}x{estimate.width_px} px", highlight=False, markup=False)
+    full = estimate.steps * estimate.n_passes_per_step
+    shortcut = "" if estimate.n_passes_per_window == full else f", {estimate.n_passes_per_window} with the shortcuts"
+    console.print(f"  {estimate.steps} steps x {estimate.n_passes_per_step} passes = {full} model passes per "
+                  f"window{shortcut}, at {estimate.height_px}x{estimate.width_px} px", highlight=False, markup=False)
     verdict = "" if device.kind != "cuda" else ("; fits" if estimate.fits else "; DOES NOT FIT")
     console.print(f"  {estimate.memory.summary()}{verdict}", highlight=False, markup=False)
     for w in estimate.windows:

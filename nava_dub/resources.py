@@ -9,12 +9,13 @@ from pathlib import Path
 from nava_dub import media
 from nava_dub.errors import UsageError
 from nava_dub.estimate import DeviceInfo, RunEstimate, estimate_run
-from nava_dub.options import DubOptions
+from nava_dub.options import DubOptions, Shortcuts
 from nava_dub.timeline import Window
 
 
 def estimate_for(info: media.MediaInfo, windows: Sequence[Window], *, weights_dir: Path, steps: int = 50,
-                 resolution_px: int = 960, device: str = "auto", memory_mode: str = "auto") -> RunEstimate:
+                 resolution_px: int = 960, device: str = "auto", memory_mode: str = "auto",
+                 shortcuts: Shortcuts = Shortcuts()) -> RunEstimate:
     """Passes, memory and time of the windows, with the transformer of weights_dir on the device."""
     from nava_dub.memory import MODES
     from nava_dub.source import nava_size
@@ -27,12 +28,13 @@ def estimate_for(info: media.MediaInfo, windows: Sequence[Window], *, weights_di
     height_px, width_px = nava_size(width, height, resolution_px)
     return estimate_run(params, [(w.index, w.n_latent_frames) for w in windows], height_px=height_px,
                         width_px=width_px, steps=steps, with_voices=True, device=target, memory_mode=memory_mode,
-                        weights_dtype=weights_dtype, weights=label)
+                        weights_dtype=weights_dtype, weights=label, shortcuts=shortcuts)
 
 
 def estimate_dub(info: media.MediaInfo, windows: Sequence[Window], options: DubOptions) -> RunEstimate:
     return estimate_for(info, windows, weights_dir=options.weights_dir, steps=options.steps,
-                        resolution_px=options.resolution_px, device=options.device, memory_mode=options.memory)
+                        resolution_px=options.resolution_px, device=options.device, memory_mode=options.memory,
+                        shortcuts=options.shortcuts)
 
 
 def device_info(device: str) -> DeviceInfo:

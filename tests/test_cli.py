@@ -206,6 +206,19 @@ def test_dry_run_checks_everything_and_loads_and_writes_nothing(tmp_path, kit, m
     assert broken.exit_code == 2 and "--face" in broken.stderr
 
 
+def test_pass_shortcuts_are_parsed_checked_and_counted_by_the_dry_run(tmp_path, kit, monkeypatch):
+    from tests import fake_nava
+    fake_nava.install(monkeypatch)
+    result = _run(*_dub_args(kit, tmp_path / "o.mp4", "--dry-run", "--steps", "4", "--reuse-guidance", "1",
+                             "--guidance-sigmas", "0,1"))
+    assert result.exit_code == 0, result.output
+    assert "16 model passes per window, 10 with the shortcuts" in result.stdout     # 4 + 1 + 4 + 1
+    for args, message in ((["--guidance-sigmas", "0.9,0.2"], "not an interval"),
+                          (["--guidance-sigmas", "half"], "is not LO,HI"), (["--reuse-guidance", "-1"], "out of range")):
+        bad = _run(*_dub_args(kit, tmp_path / "o.mp4", "--dry-run", *args))
+        assert bad.exit_code == 2 and message in bad.stderr, bad.output
+
+
 def test_plan_json_includes_the_estimate(kit):
     clip, transcript, _, weights = kit
     result = _run("plan", clip, "-t", transcript, "--json", "--weights", weights, "--device", "cpu", "--steps", "10")

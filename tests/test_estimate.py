@@ -14,9 +14,11 @@ from nava_dub.estimate import (
     DeviceInfo,
     estimate_run,
     estimate_summary,
+    model_timesteps,
     pass_flops,
 )
 from nava_dub.model.transformer import PRESETS
+from nava_dub.options import Shortcuts
 from nava_dub.resources import device_info, transformer_facts
 from nava_dub.tiny_weights import nava_config, tiny_transformer_params
 from tests.fake_nava import fake_weights
@@ -101,3 +103,26 @@ def test_asking_for_a_gpu_on_a_machine_without_one_is_a_usage_error():
     assert device_info("auto").kind == "cpu" and device_info("cpu").kind == "cpu"
     with pytest.raises(UsageError, match="0 CUDA GPU"):
         device_info("cuda")
+
+
+@pytest.mark.parametrize("n_steps", [4, 10, 50])
+def test_the_timestep_grid_is_the_samplers(n_steps):
+    from nava_dub.sampler import schedule
+    assert model_timesteps(n_steps) == schedule(n_steps)[0]
+
+
+def test_pass_shortcuts_cut_the_passes_and_flop_the_estimate_reports():
+    full = estimate_run(RELEASE, [(0, 37)], height_px=704, width_px=1280, steps=50, with_voices=True, device=H200)
+    reuse = estimate_run(RELEASE, [(0, 37)], height_px=704, width_px=1280, steps=50, with_voices=True, device=H200,
+                         shortcuts=Shortcuts(reuse_steps=1))
+    assert full.n_passes_per_window == full.windows[0].n_model_passes == 200
+    assert reuse.n_passes_per_window == 25 * 4 + 25 * 1       # every other step reuses: one pass
+    joint = pass_flops(RELEASE, 32_560, 152)
+    assert full.windows[0].flops - reuse.windows[0].flops == pytest.approx(25 * (full.windows[0].flops / 50 - joint))
+    assert estimate_summary(reuse)["passes_per_window"] == 125
+
+
+def test_the_guidance_interval_counts_one_pass_outside_it():
+    timesteps = model_timesteps(50)
+    passes = Shortcuts(guidance_sigmas=(0.0, 0.95)).passes_per_step(timesteps, 4)
+    assert passes == [1 if t > 950 else 4 for t in timesteps] and passes.count(1) == 11   # bench/README.md's 11

@@ -170,3 +170,18 @@ def test_encoders_check_their_inputs(models):
         encode_video(models, np.zeros((4, 64, 64, 3), np.uint8))
     tokens = encode_audio(models, np.zeros((2, 16000 * 2), np.float32), 16000)
     assert tokens.shape == (1 + 32000 // 640, models.audio_vae.params.latent_width)
+
+
+def test_pass_shortcuts_in_a_request_reach_the_sampler(models):
+    from nava_dub.options import Shortcuts
+    batches = []
+    hook = models.transformer.register_forward_pre_hook(lambda m, args: batches.append(len(args[0])))
+    try:
+        generate(models, _request(height_px=None, width_px=None, steps=4))
+        full = list(batches)
+        batches.clear()
+        generate(models, _request(height_px=None, width_px=None, steps=4, shortcuts=Shortcuts(reuse_steps=1)))
+    finally:
+        hook.remove()
+    assert full == [3] * 4                 # audio only, no voices: cond, uncond, align-3D per step
+    assert batches == [3, 1, 3, 1]         # every other step reuses the correction: the cond pass alone

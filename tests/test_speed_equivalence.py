@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from nava_dub.checkpoint import load_transformer
-from nava_dub.guidance import Conditioning, GuidanceScales, Shortcuts, guided_velocity, nava_velocity
+from nava_dub.guidance import Conditioning, GuidanceScales, guided_velocity, nava_velocity
 from nava_dub.model.layers import (
     apply_rope,
     grouped_attention,
@@ -23,6 +23,7 @@ from nava_dub.model.layers import (
     token_groups,
 )
 from nava_dub.model.transformer import PRESETS, NavaInputs
+from nava_dub.options import Shortcuts
 from nava_dub.parity import TOLERANCES
 from nava_dub.sampler import draw_nava_noise, sample
 
@@ -251,3 +252,16 @@ def test_a_new_sampling_run_does_not_reuse_a_stale_correction(tiny, window):
         restarted = velocity(noise, 999)   # t went up: a new run
     assert velocity.n_passes == 4 + 1 + 4
     torch.testing.assert_close(restarted[0], nava_velocity(tiny, cond)(noise, 999)[0], **TOLERANCE)
+
+
+@pytest.mark.parametrize("shortcuts", [Shortcuts(), Shortcuts(guidance_sigmas=(0.0, 0.9)),
+                                       Shortcuts(guidance_sigmas=(0.7, 1.0), reuse_steps=1), Shortcuts(reuse_steps=2)],
+                         ids=["off", "sigma-0-0.9", "sigma-0.7-1-reuse-1", "reuse-2"])
+def test_the_pass_count_the_estimate_predicts_is_what_sampling_runs(tiny, window, shortcuts):
+    from nava_dub.estimate import model_timesteps
+    cond, noise = window
+    n_steps = 10
+    velocity = nava_velocity(tiny, cond, shortcuts=shortcuts)
+    with torch.no_grad():
+        sample(velocity, noise, n_steps=n_steps)
+    assert velocity.n_passes == sum(shortcuts.passes_per_step(model_timesteps(n_steps), 4))
