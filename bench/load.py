@@ -1,12 +1,15 @@
 """Time loading a random-weight transformer checkpoint and measure the host memory it takes.
 
-    python -m bench.load [--size tiny|release] [--dtype bf16|fp8] [--json FILE] [--dir DIR] [--keep]
+    python -m bench.load [--size tiny|release] [--dtype bf16|fp8] [--offload N [--device cuda]]
+                         [--json FILE] [--dir DIR] [--keep]
 
 Writes a checkpoint with the release key set (or the tiny one) tensor by tensor, never holding it
 all in memory, then loads it with `nava_dub.checkpoint.load_transformer` in a fresh process and
 reports: load seconds and peak RSS right after loading (the tensors are memory-mapped, so pages are
 read lazily), then the seconds and peak RSS after touching every parameter byte once (what a first
 forward pass costs in page-ins). Peak RSS is the child's VmHWM, file-backed pages included.
+With `--offload N` the second phase is instead what `--memory low` does after loading: the blocks
+packed into (pinned, on a GPU) host buffers N blocks a group, the rest of the model on `--device`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 
 from nava_dub.checkpoint import CHECKPOINT_PREFIX, SAFETENSORS_DTYPES, load_transformer
 from nava_dub.model.fp8 import FP8_DTYPE, SCALE_SUFFIX, convert_to_fp8, quantise_weight
+from nava_dub.model.offload import offload_blocks
 from nava_dub.model.transformer import PRESETS, NavaTransformer
 
 GIB = 2**30
@@ -84,7 +88,7 @@ def _status_gib(field: str) -> float:
     return math.nan
 
 
-def measure(path: Path, size: str) -> dict[str, float]:
+def measure(path: Path, size: str, offload_group: int | None = None, device: str = "cpu") -> dict[str, float]:
     """Load `path` in this process and report time and memory (run in a fresh process)."""
     rss_before = _status_gib("VmRSS")
     start = time.perf_counter()
@@ -92,11 +96,23 @@ def measure(path: Path, size: str) -> dict[str, float]:
     load_s = time.perf_counter() - start
     peak_after_load = _status_gib("VmHWM")
     start = time.perf_counter()
-    checksum = sum(int(p.view(torch.uint8).sum()) for p in model.parameters())  # reads every byte, no copies
+    if offload_group is not None:
+        offload_blocks(model, offload_group, device)     # copies every block byte into its group's buffer
+    checksum = sum(_byte_sum(p) for p in model.parameters())
     touch_s = time.perf_counter() - start
-    return {"load_s": load_s, "rss_before_load_gib": rss_before, "peak_rss_after_load_gib": peak_after_load,
-            "touch_all_s": touch_s, "peak_rss_after_touch_gib": _status_gib("VmHWM"),
-            "n_parameters": sum(p.numel() for p in model.parameters()), "byte_checksum": checksum}
+    result = {"load_s": load_s, "rss_before_load_gib": rss_before, "peak_rss_after_load_gib": peak_after_load,
+              "touch_all_s": touch_s, "peak_rss_after_touch_gib": _status_gib("VmHWM"),
+              "n_parameters": sum(p.numel() for p in model.parameters()), "byte_checksum": checksum}
+    if device.startswith("cuda"):
+        result["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / GIB
+    return result
+
+
+def _byte_sum(tensor: torch.Tensor, chunk: int = 2**24) -> int:
+    """The sum of a tensor's bytes, read once, in slices: a whole-tensor uint8 sum makes an int64 copy
+    (8 bytes a byte: 2.8 GB for the audio stem), which would count in the peak as if loading cost it."""
+    flat = tensor.detach().reshape(-1).view(torch.uint8)
+    return sum(int(piece.sum()) for piece in flat.split(chunk))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--dir", type=Path, default=Path("/tmp"), help="where the checkpoint is written")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoint file")
+    parser.add_argument("--offload", type=int, metavar="N", help="then stream the blocks N a group (--memory low)")
+    parser.add_argument("--device", default="cpu", help="where the offloaded model computes (cpu, cuda)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # child mode: load this file
     args = parser.parse_args(argv)
     if args.measure is not None:
-        print(json.dumps(measure(args.measure, args.size)))
+        print(json.dumps(measure(args.measure, args.size, args.offload, args.device)))
         return 0
 
     specs = tensor_specs(args.size, args.dtype == "fp8")
@@ -123,12 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         file_bytes = write_streaming(path, specs, random_tensors(specs))
         write_s = time.perf_counter() - start
-        child = subprocess.run([sys.executable, "-m", "bench.load", "--size", args.size, "--measure", str(path)],
-                               capture_output=True, text=True, check=True)
+        offload = ["--offload", str(args.offload), "--device", args.device] if args.offload else []
+        child = subprocess.run([sys.executable, "-m", "bench.load", "--size", args.size, "--measure", str(path),
+                                *offload], capture_output=True, text=True, check=True)
     finally:
         if not args.keep:
             path.unlink(missing_ok=True)
-    result = {"size": args.size, "dtype": args.dtype, "n_tensors": len(specs), "file_gib": file_bytes / GIB,
+    result = {"size": args.size, "dtype": args.dtype, "offload_group": args.offload, "n_tensors": len(specs),
+              "file_gib": file_bytes / GIB,
               "write_s": write_s, **json.loads(child.stdout.splitlines()[-1])}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -144,10 +144,11 @@ class DryRun:
 
 class NavaStack:
     """The NAVA models: loaded on the first window no cache holds, placed by that input's memory plan,
-    then kept for every later input (preloaded models are used as they are)."""
+    then kept, with that plan, for every later input (preloaded models are used as they are)."""
 
     def __init__(self, models=None) -> None:
         self._models = models
+        self.plan = None                 # the memory.MemoryPlan the models were placed by (None: preloaded)
         self.n_loads = 0
 
     @property
@@ -157,7 +158,7 @@ class NavaStack:
     def get(self, options: DubOptions, plan, progress: ProgressFn = silent):   # plan: memory.MemoryPlan
         if self._models is None:
             from nava_dub.dub_window import load_dub_models
-            self._models = load_dub_models(options, plan, progress)
+            self._models, self.plan = load_dub_models(options, plan, progress), plan
             self.n_loads += 1
         return self._models
 
@@ -363,12 +364,13 @@ class _Nava:
     def __init__(self, job: _Job, windows: tuple[Window, ...]) -> None:
         from nava_dub import dub_window
         self.job = job
-        estimate = resources.estimate_dub(job.checked.info, windows, job.options)
+        own = resources.estimate_dub(job.checked.info, windows, job.options)
         if not job.stack.loaded:
-            _check_memory(estimate)
-        self.plan = estimate.memory
+            _check_memory(own)
         with job.timer("load models"):
-            self.models = job.stack.get(job.options, self.plan, job.progress)
+            self.models = job.stack.get(job.options, own.memory, job.progress)
+        # a later input of a batch runs as the first one placed the models (a new plan could not move them)
+        self.plan = job.stack.plan or own.memory
         self.embeddings = dub_window.embed_voices(self.models, job.voices)
 
     def conditions(self, windows: list[Window]) -> dict:

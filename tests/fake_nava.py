@@ -37,9 +37,12 @@ class FakeNava:
     generated: list[int] = field(default_factory=list)      # window indices, in the order generated
     sources: dict = field(default_factory=dict)             # window index -> the WindowSource it read
     on_step: object = None                                  # called (window, step) inside each sampling step
+    plans: list = field(default_factory=list)               # the memory plan of each load
+    memories: list = field(default_factory=list)            # the memory plan each window ran with
 
     def load(self, options, plan, progress):
         self.loads += 1
+        self.plans.append(plan)
         progress("load models", 1, 1)
         return "stand-in models"
 
@@ -52,6 +55,7 @@ class FakeNava:
     def generate(self, models, embeddings, info, window, options, progress, *, conditioning=None, memory=None,
                  source_offset_frames=0):
         assert conditioning == f"prompt of window {window.index}"   # encoded before, for this window
+        self.memories.append(memory)
         from nava_dub.dub_window import _face_regions, window_seed
         from nava_dub.source import read_window_source
         progress(f"window {window.index + 1} read source", 0, 1)

@@ -142,6 +142,7 @@ def test_a_batch_goes_past_a_bad_file_and_a_rerun_skips_the_finished_ones(tmp_pa
     assert (summary["done"], summary["failed"], summary["skipped"], summary["total"]) == (4, 1, 0, 5)
     assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == [f"clip{i}.mp4" for i in range(4)]
     assert fake.loads == 1 and len(fake.generated) == 4                  # one model load for the batch
+    assert fake.plans[0].mode == "max" and fake.memories == fake.plans * 4   # every input runs as placed
     assert fake_nava.leftovers(tmp_path / "out") == []                   # no lock or temporary file left
     again = _batch(folder, tmp_path / "out", "--json")
     rows = [json.loads(line) for line in again.stdout.splitlines()][:-1]

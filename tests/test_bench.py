@@ -78,3 +78,18 @@ def test_quality_bench_reports_passes_saved_and_distances(tmp_path):
     assert rows["full"]["n_passes"] == 18 and rows["full"]["video_distance"] == 0.0
     assert rows["reuse_1"]["n_passes"] == 3 * 3 + 3 and rows["reuse_1"]["passes_saved"] == pytest.approx(1 / 3)
     assert rows["reuse_1"]["video_distance"] > 0 and rows["guide_sigma_0-0.95"]["n_passes"] < 18
+
+
+def test_load_bench_reads_every_byte_with_and_without_block_streaming(tmp_path):
+    from bench import load
+    runs = {}
+    for name, extra in (("plain", []), ("offload", ["--offload", "1"])):
+        load.main(["--size", "tiny", "--dir", str(tmp_path), "--json", str(tmp_path / f"{name}.json"), *extra])
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    n_params = sum(p.numel() for p in step.build_model(PRESETS["tiny"], torch.device("cpu"), torch.float32).parameters())
+    for result in runs.values():
+        assert result["n_parameters"] == n_params and result["file_gib"] * 2**30 > 2 * n_params
+        assert result["peak_rss_after_touch_gib"] >= result["peak_rss_after_load_gib"] > 0
+    # the packed host buffers hold the file's bytes, each once: the same checksum over every parameter
+    assert runs["offload"]["byte_checksum"] == runs["plain"]["byte_checksum"]
+    assert runs["offload"]["offload_group"] == 1 and list(tmp_path.glob("*.safetensors")) == []
