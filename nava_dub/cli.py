@@ -416,10 +416,12 @@ def check(
 ) -> None:
     """Check ffmpeg, the GPU and every weight file (found, missing or wrong), before anything is loaded."""
     with reporting(verbose):
+        from nava_dub.resources import default_window_plans
         from nava_dub.system import system_report
         from nava_dub.weights import check_weights
         statuses = check_weights(weights)
         system = system_report()
+        plans = default_window_plans(weights, system.gpus)
         problems = [s for s in statuses if s.state in ("missing", "wrong")] + \
                    [name for name, ok, _ in system.tools if not ok]
         if as_json:
@@ -428,11 +430,14 @@ def check(
                 "files": [{"component": s.file.component, "path": str(s.path), "state": s.state,
                            "size_bytes": s.size_bytes, "detail": s.detail} for s in statuses],
                 "tools": [{"name": n, "ok": ok, "detail": d} for n, ok, d in system.tools],
-                "gpus": [g.__dict__ for g in system.gpus],
+                "gpus": [{**g.__dict__, "default_window_memory": {"mode": p.mode, "fits": p.fits,
+                                                                  "peak_bytes": p.estimate.peak_bytes,
+                                                                  "summary": p.summary()}}
+                         for g, p in zip(system.gpus, plans, strict=True)],
                 "ok": not problems}))
         else:
             from nava_dub.render import render_check
-            render_check(out, weights, statuses, system)
+            render_check(out, weights, statuses, system, plans)
         if problems:
             raise typer.Exit(1)
 

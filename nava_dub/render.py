@@ -125,7 +125,7 @@ def render_plan(console: Console, result) -> None:
     console.print(windows)
 
 
-def render_check(console: Console, root, statuses, system) -> None:
+def render_check(console: Console, root, statuses, system, plans) -> None:
     colours = {"found": "green", "missing": "red", "wrong": "red", "optional": "dim"}
     table = Table(title=f"Weights in {root}", title_justify="left")
     for column in ("component", "file", "state", "size", "detail"):
@@ -138,6 +138,8 @@ def render_check(console: Console, root, statuses, system) -> None:
         console.print(f"{name}: {'[green]ok[/]' if ok else '[red]missing[/]'} {detail}", highlight=False)
     if not system.gpus:
         console.print("gpu: none found (NAVA needs a CUDA GPU; CPU runs only suit tiny test weights)")
-    for g in system.gpus:
+    for g, plan in zip(system.gpus, plans, strict=True):
         console.print(f"gpu {g.index}: {g.name} (sm {g.compute_capability}), "
                       f"{g.free_bytes / 2**30:.1f} of {g.total_bytes / 2**30:.1f} GiB free", highlight=False)
+        verdict = "" if plan.fits else " [red]DOES NOT FIT[/]"
+        console.print(f"  a 704x1280 window: {escape(plan.summary())}{verdict}", highlight=False)

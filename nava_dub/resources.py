@@ -37,6 +37,17 @@ def estimate_dub(info: media.MediaInfo, windows: Sequence[Window], options: DubO
                         shortcuts=options.shortcuts)
 
 
+def default_window_plans(weights_dir: Path, gpus: Sequence) -> list:
+    """The `--memory auto` plan (memory.MemoryPlan) of NAVA's default window (704x1280, 37 latent frames,
+    with voices) on each GPU (system.GpuInfo), for the transformer file of weights_dir."""
+    from nava_dub.memory import GenerationShape, plan_memory
+    if not gpus:
+        return []
+    params, _, weights_dtype = transformer_facts(weights_dir, on_gpu=True)
+    shape = GenerationShape(704, 1280, 37, n_passes=4)
+    return [plan_memory(params, shape, "auto", gpu.free_bytes, weights_dtype) for gpu in gpus]
+
+
 def device_info(device: str) -> DeviceInfo:
     """The device a run would use ("auto": the first GPU, else the CPU), with its memory; nothing loads."""
     if device == "cpu":

@@ -128,6 +128,21 @@ def test_check_on_empty_weights_lists_every_missing_file(tmp_path):
     assert not report["ok"]
 
 
+def test_check_says_which_memory_mode_a_default_window_would_take_on_each_gpu(tmp_path, monkeypatch):
+    from nava_dub import system
+    cards = (system.GpuInfo(0, "NVIDIA H200", 150 * 10**9, 140 * 10**9, "9.0"),
+             system.GpuInfo(1, "NVIDIA GeForce RTX 4090", 25 * 10**9, 24 * 10**9, "8.9"),
+             system.GpuInfo(2, "NVIDIA GeForce RTX 3060", 12 * 10**9, 11 * 10**9, "8.6"))
+    monkeypatch.setattr(system, "gpus", lambda: cards)
+    report = json.loads(_run("check", "--weights", tmp_path, "--json").stdout)
+    memory = [g["default_window_memory"] for g in report["gpus"]]
+    assert [(m["mode"], m["fits"]) for m in memory] == [("max", True), ("low", True), ("low", False)]
+    assert "streamed" in memory[1]["summary"]              # the release's bf16 file: blocks stream on 24 GB
+    text = _run("check", "--weights", tmp_path).stdout
+    assert "gpu 1: NVIDIA GeForce RTX 4090" in text and "a 704x1280 window: memory low (bf16)" in text
+    assert "DOES NOT FIT" in text
+
+
 # --- dub: progress, dry runs, estimates (the stand-in generator: tests/fake_nava.py) ----------------------
 
 @pytest.fixture(scope="module")
