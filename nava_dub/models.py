@@ -11,7 +11,8 @@ ReDimNet's from its checkpoint's `model_config`. `.pth` files are read with
 `weights_only`).
 
 `Models` is a frozen bundle; a component not loaded is None. Components load separately and can be
-released: `models.without("text_encoder")` drops the umT5 encoder once the prompts are encoded.
+released (`models.without("text_encoder")` drops the umT5 encoder once the prompts are encoded);
+nava_dub.placement loads them where a memory plan puts them (`on_host`) and parks umT5 in between.
 
 Dtypes follow NAVA: the transformer, umT5 and the Wan VAE run in `dtype` (bf16 on a GPU, fp32 on
 the CPU by default); the LTX audio VAE, its vocoder and ReDimNet always run in fp32.
