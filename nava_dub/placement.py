@@ -69,7 +69,7 @@ def text_encoder_ready(models: Models, plan: MemoryPlan | None) -> Iterator[None
 
 
 def park(module: torch.nn.Module) -> None:
-    """Move a model to host memory and hand its GPU memory back to the allocator's pool."""
+    """Move a model to host memory and return the GPU blocks it held to the driver (torch caches them)."""
     on_gpu = any(p.device.type == "cuda" for p in module.parameters())
     module.to(HOST)
     if on_gpu:
