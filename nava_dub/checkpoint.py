@@ -29,7 +29,7 @@ from torch import nn
 from nava_dub.errors import WeightsError
 from nava_dub.model.fp8 import FP8_DTYPE, SCALE_SUFFIX, convert_to_fp8
 from nava_dub.model.transformer import PRESETS, NavaParams, NavaTransformer
-from nava_dub.weights import first_keys
+from nava_dub.weights import first_keys, key_mismatch
 
 CHECKPOINT_PREFIX = "backbone."     # the official file is the state_dict of a wrapper holding `backbone`
 CONFIG_NAME = "config.json"         # optional architecture file next to the checkpoint
@@ -172,20 +172,13 @@ def check_tensors(path: Path, header: dict[str, TensorInfo], expected: dict[str,
     if found is not None and found != wanted:
         raise WeightsError(f"{path} holds another size of model ({found}) than the one built ({wanted})",
                            "pass the config.json of the file's model (or the matching preset)")
-    missing = [k for k in expected if k not in header]
-    missing_scales = [k for k in missing if k.endswith(SCALE_SUFFIX)]
+    missing_scales = [k for k in expected if k not in header and k.endswith(SCALE_SUFFIX)]
     if missing_scales:
         raise WeightsError(f"{path}: fp8 checkpoint lacks the scales of {len(missing_scales)} quantised weights "
                            f"({first_keys(missing_scales)})", "re-run the fp8 conversion or use the bf16/fp32 checkpoint")
-    unexpected = [k for k in header if k not in expected]
-    if missing or unexpected:
-        found_keys = [f"{len(ks)} {what} keys ({first_keys(ks)})" for what, ks in (("missing", missing),
-                                                                             ("unexpected", unexpected)) if ks]
-        raise WeightsError(f"{path} does not match the NAVA transformer: {', '.join(found_keys)}",
-                           "pass the official NAVA checkpoint, or the config.json of the model it holds")
-    wrong = [f"{k} {list(header[k].shape)} (expected {list(s)})" for k, s in expected.items() if header[k].shape != s]
-    if wrong:
-        raise WeightsError(f"{path}: {len(wrong)} tensors have the wrong shape: {first_keys(wrong)}",
+    problem = key_mismatch(expected, {k: i.shape for k, i in header.items()})
+    if problem:
+        raise WeightsError(f"{path} does not match the NAVA transformer: {problem}",
                            "pass the official NAVA checkpoint, or the config.json of the model it holds")
     bad_fp8 = [k for k, i in header.items() if (i.dtype == FP8_DTYPE) != (k + SCALE_SUFFIX in expected)]
     if bad_fp8:

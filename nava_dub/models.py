@@ -30,7 +30,7 @@ import torch
 
 from nava_dub.errors import UsageError, WeightsError
 from nava_dub.progress import ProgressFn, silent
-from nava_dub.weights import load_strict, require_weights
+from nava_dub.weights import load_strict, read_pth_state_dict, require_weights
 
 if TYPE_CHECKING:
     from nava_dub.model.audio_vae import LtxAudioVAE
@@ -230,14 +230,3 @@ def load_audio_codec(path: str | Path, *, device: str | torch.device = "cpu") ->
         load_strict(module, part, what=f"the LTX {what} weights (config from the file's metadata)", path=path,
                     hint="use the official ltx-2.3-22b-dev_audio_vae.safetensors")
     return vae.to(device).eval(), vocoder.to(device).eval()
-
-
-def read_pth_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """A plain state dict from a torch zip file, memory-mapped, without unpickling any code."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # torch and pickle raise many kinds for a bad file
-        raise WeightsError(f"cannot read {path}: {err}", f"download {what} again; it may be truncated") from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path} is not a plain state dict", f"use the official {what}")
-    return state

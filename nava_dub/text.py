@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import ftfy
 
 from nava_dub.errors import ModelError, WeightsError
-from nava_dub.weights import load_strict
+from nava_dub.weights import load_strict, read_pth_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -196,22 +196,15 @@ def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None, device
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    import torch
-
     if not path.is_file():
         raise WeightsError(f"umT5 weight file {path} does not exist",
                            "download Wan2.2-TI2V-5B/models_t5_umt5-xxl-enc-bf16.pth into weights/")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix != ".safetensors":
+        return read_pth_state_dict(path, "models_t5_umt5-xxl-enc-bf16.pth", "umT5 weights")
+    from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # torch and safetensors raise many kinds for a bad file
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises several kinds for a bad file
         raise WeightsError(f"cannot read umT5 weights {path}: {err}",
                            "re-download the file; it may be truncated") from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path} is not a plain umT5 state dict",
-                           "use Wan2.2's models_t5_umt5-xxl-enc-bf16.pth")
-    return state

@@ -176,3 +176,20 @@ def load_strict(module: Any, state: Mapping[str, Any], *, what: str, path: str |
     if problem:
         raise WeightsError(f"{what} in {path} do not fit: {problem}", hint)
     module.load_state_dict(state, strict=True, assign=assign)
+
+
+def read_pth_state_dict(path: Path, what: str, label: str = "") -> dict[str, Any]:
+    """A plain state dict from a torch zip file, memory-mapped, without unpickling any code.
+
+    `what` names the official file in the hints; `label` (e.g. "umT5 weights") goes before the path.
+    """
+    import torch
+
+    named = f"{label} {path}" if label else str(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch and pickle raise many kinds for a bad file
+        raise WeightsError(f"cannot read {named}: {err}", f"download {what} again; it may be truncated") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{named} is not a plain state dict", f"use the official {what}")
+    return state

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import TypeVar
 
+from nava_dub.convert import raise_if_unknown
 from nava_dub.errors import WeightsError
 from nava_dub.model.audio_vae import AudioVaeParams
 from nava_dub.model.vocoder import GeneratorParams, VocoderParams
@@ -54,10 +55,8 @@ def split_ltx_audio(state_dict: Mapping[str, T]) -> tuple[dict[str, T], dict[str
             vocoder[m.group(1)] = tensor
         else:
             unknown.append(key)
-    if unknown:
-        shown = ", ".join(sorted(unknown)[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
-        raise WeightsError(f"{len(unknown)} key(s) are not LTX-2.3 audio VAE or vocoder keys: {shown}",
-                           "check that the file is params/LTX2/ltx-2.3-22b-dev_audio_vae.safetensors")
+    raise_if_unknown(unknown, "LTX-2.3 audio VAE or vocoder",
+                     "check that the file is params/LTX2/ltx-2.3-22b-dev_audio_vae.safetensors")
     return vae, vocoder
 
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from nava_dub.convert import rename_all
 from nava_dub.errors import WeightsError
 
 T = TypeVar("T")
@@ -31,6 +32,9 @@ _BLOCK_KEYS = {
 }
 _GLOBAL_KEYS = {"token_embedding.weight": "shared.weight", "norm.weight": "encoder.final_layer_norm.weight"}
 _TIED_ALIAS = "encoder.embed_tokens.weight"
+_INVERSE_BLOCK_KEYS = {hf: wan for wan, hf in _BLOCK_KEYS.items()}
+_INVERSE_GLOBAL_KEYS = {hf: wan for wan, hf in _GLOBAL_KEYS.items()}
+_HINT = "check that the file is the umT5-xxl encoder from Wan2.2-TI2V-5B"
 
 _WAN_BLOCK = re.compile(r"blocks\.(\d+)\.(.+)")
 _HF_BLOCK = re.compile(r"encoder\.block\.(\d+)\.(.+)")
@@ -38,18 +42,7 @@ _HF_BLOCK = re.compile(r"encoder\.block\.(\d+)\.(.+)")
 
 def wan_to_hf_umt5(state_dict: Mapping[str, T]) -> dict[str, T]:
     """Rename Wan's 2 + 10·n_layers keys to UMT5EncoderModel's, adding the tied embedding alias."""
-    hf_suffix = _BLOCK_KEYS
-    out: dict[str, T] = {}
-    unknown: list[str] = []
-    for key, tensor in state_dict.items():
-        match = _WAN_BLOCK.fullmatch(key)
-        if key in _GLOBAL_KEYS:
-            out[_GLOBAL_KEYS[key]] = tensor
-        elif match and match.group(2) in hf_suffix:
-            out[f"encoder.block.{match.group(1)}.{hf_suffix[match.group(2)]}"] = tensor
-        else:
-            unknown.append(key)
-    _raise_if_unknown(unknown, "Wan umT5 encoder")
+    out = rename_all(state_dict, _wan_key_to_hf, "Wan umT5 encoder", _HINT)
     if "shared.weight" not in out:
         raise WeightsError(
             "umT5 state dict has no `token_embedding.weight`",
@@ -82,28 +75,23 @@ def wan_umt5_sizes(state_dict: Mapping[str, Any]) -> dict[str, int]:
 
 def hf_to_wan_umt5(state_dict: Mapping[str, T]) -> dict[str, T]:
     """The inverse of wan_to_hf_umt5: drops the tied alias and restores Wan's names."""
-    wan_suffix = {hf: wan for wan, hf in _BLOCK_KEYS.items()}
-    wan_global = {hf: wan for wan, hf in _GLOBAL_KEYS.items()}
-    out: dict[str, T] = {}
-    unknown: list[str] = []
-    for key, tensor in state_dict.items():
-        match = _HF_BLOCK.fullmatch(key)
-        if key == _TIED_ALIAS:
-            continue
-        if key in wan_global:
-            out[wan_global[key]] = tensor
-        elif match and match.group(2) in wan_suffix:
-            out[f"blocks.{match.group(1)}.{wan_suffix[match.group(2)]}"] = tensor
-        else:
-            unknown.append(key)
-    _raise_if_unknown(unknown, "transformers UMT5EncoderModel")
-    return out
+    untied = {k: v for k, v in state_dict.items() if k != _TIED_ALIAS}
+    return rename_all(untied, _hf_key_to_wan, "transformers UMT5EncoderModel", _HINT)
 
 
-def _raise_if_unknown(keys: list[str], source: str) -> None:
-    if keys:
-        shown = ", ".join(sorted(keys)[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        raise WeightsError(
-            f"{len(keys)} key(s) are not {source} keys: {shown}",
-            "check that the file is the umT5-xxl encoder from Wan2.2-TI2V-5B",
-        )
+def _wan_key_to_hf(key: str) -> str | None:
+    if key in _GLOBAL_KEYS:
+        return _GLOBAL_KEYS[key]
+    match = _WAN_BLOCK.fullmatch(key)
+    if match and match.group(2) in _BLOCK_KEYS:
+        return f"encoder.block.{match.group(1)}.{_BLOCK_KEYS[match.group(2)]}"
+    return None
+
+
+def _hf_key_to_wan(key: str) -> str | None:
+    if key in _INVERSE_GLOBAL_KEYS:
+        return _INVERSE_GLOBAL_KEYS[key]
+    match = _HF_BLOCK.fullmatch(key)
+    if match and match.group(2) in _INVERSE_BLOCK_KEYS:
+        return f"blocks.{match.group(1)}.{_INVERSE_BLOCK_KEYS[match.group(2)]}"
+    return None

@@ -14,9 +14,11 @@ import re
 from collections.abc import Mapping
 from typing import TypeVar
 
-from nava_dub.errors import WeightsError
+from nava_dub.convert import rename_all
 
 T = TypeVar("T")
+
+_HINT = "check that the file is Wan2.2-TI2V-5B/Wan2.2_VAE.pth (the 48-channel Wan2.2 VAE)"
 
 # Inside a residual block: Wan's nn.Sequential positions -> diffusers names.
 _RESIDUAL = {
@@ -40,9 +42,9 @@ _FIXED = {
         ("conv1.weight", "conv_in.weight"), ("conv1.bias", "conv_in.bias"),
         ("head.0.gamma", "norm_out.gamma"), ("head.2.weight", "conv_out.weight"), ("head.2.bias", "conv_out.bias"))},
 }
-# (wan level container, diffusers block list, diffusers resampler name) per side
 _INVERSE_FIXED = {hf: wan for wan, hf in _FIXED.items()}
 _INVERSE_RESIDUAL = {hf: wan for wan, hf in _RESIDUAL.items()}
+# (wan level container, diffusers block list, diffusers resampler name) per side
 _LEVELS = {"encoder": ("downsamples", "down_blocks", "downsampler"),
            "decoder": ("upsamples", "up_blocks", "upsampler")}
 
@@ -54,31 +56,13 @@ _HF_LEVEL = re.compile(r"(encoder|decoder)\.(down_blocks|up_blocks)\.(\d+)\.(?:r
 
 def wan_to_diffusers_vae(state_dict: Mapping[str, T]) -> dict[str, T]:
     """Rename every key of a Wan2.2 VAE state dict to AutoencoderKLWan's; an unknown key is an error."""
-    out: dict[str, T] = {}
-    unknown: list[str] = []
-    for key, tensor in state_dict.items():
-        new = _wan_key_to_hf(key)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = tensor
-    _raise_if_unknown(unknown, "Wan2.2 VAE (Wan2.2_VAE.pth)")
-    return out
+    return rename_all(state_dict, _wan_key_to_hf, "Wan2.2 VAE (Wan2.2_VAE.pth)", _HINT)
 
 
 def diffusers_to_wan_vae(state_dict: Mapping[str, T]) -> dict[str, T]:
     """The inverse of wan_to_diffusers_vae."""
     n_resnets = _resnets_per_level(state_dict)
-    out: dict[str, T] = {}
-    unknown: list[str] = []
-    for key, tensor in state_dict.items():
-        new = _hf_key_to_wan(key, n_resnets)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = tensor
-    _raise_if_unknown(unknown, "diffusers AutoencoderKLWan")
-    return out
+    return rename_all(state_dict, lambda key: _hf_key_to_wan(key, n_resnets), "diffusers AutoencoderKLWan", _HINT)
 
 
 def _wan_key_to_hf(key: str) -> str | None:
@@ -102,21 +86,20 @@ def _wan_key_to_hf(key: str) -> str | None:
 
 
 def _hf_key_to_wan(key: str, n_resnets: dict[tuple[str, str], int]) -> str | None:
-    inverse_residual = _INVERSE_RESIDUAL
     if key in _INVERSE_FIXED:
         return _INVERSE_FIXED[key]
     if m := _HF_MID.fullmatch(key):
         side, kind, index, rest = m.groups()
         if kind == "attentions":
             return f"{side}.middle.1.{rest}" if index == "0" and rest in _ATTENTION else None
-        return f"{side}.middle.{int(index) * 2}.{inverse_residual[rest]}" if rest in inverse_residual else None
+        return f"{side}.middle.{int(index) * 2}.{_INVERSE_RESIDUAL[rest]}" if rest in _INVERSE_RESIDUAL else None
     if m := _HF_LEVEL.fullmatch(key):
         side, blocks, level, resnet, sampler, rest = m.groups()
         container, want_blocks, want_sampler = _LEVELS[side]
         if blocks != want_blocks or (sampler and sampler != want_sampler):
             return None
-        if resnet is not None and rest in inverse_residual:
-            return f"{side}.{container}.{level}.{container}.{resnet}.{inverse_residual[rest]}"
+        if resnet is not None and rest in _INVERSE_RESIDUAL:
+            return f"{side}.{container}.{level}.{container}.{resnet}.{_INVERSE_RESIDUAL[rest]}"
         if sampler and rest in _RESAMPLE and (side, level) in n_resnets:
             return f"{side}.{container}.{level}.{container}.{n_resnets[(side, level)]}.{rest}"
     return None
@@ -131,12 +114,3 @@ def _resnets_per_level(state_dict: Mapping[str, object]) -> dict[tuple[str, str]
             slot = (m.group(1), m.group(3))
             counts[slot] = max(counts.get(slot, 0), int(m.group(4)) + 1)
     return counts
-
-
-def _raise_if_unknown(keys: list[str], source: str) -> None:
-    if keys:
-        shown = ", ".join(sorted(keys)[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        raise WeightsError(
-            f"{len(keys)} key(s) are not {source} keys: {shown}",
-            "check that the file is Wan2.2-TI2V-5B/Wan2.2_VAE.pth (the 48-channel Wan2.2 VAE)",
-        )

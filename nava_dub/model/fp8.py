@@ -20,6 +20,7 @@ Which layers: every 2-D Linear of the transformer blocks' self_attn, cross_attn 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -137,9 +138,18 @@ def quantise_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def fp8_module_names(model: nn.Module) -> list[str]:
-    """Names of the Linear layers that the fp8 checkpoint quantises."""
+    """Names of the float nn.Linear layers that the fp8 checkpoint quantises (FP8Linear ones excluded)."""
     return [name for name, m in model.named_modules()
-            if isinstance(m, (nn.Linear, FP8Linear)) and FP8_MODULE_PATTERN.fullmatch(name)]
+            if isinstance(m, nn.Linear) and FP8_MODULE_PATTERN.fullmatch(name)]
+
+
+def _swap_linears(model: nn.Module, make: Callable[[nn.Linear], FP8Linear]) -> int:
+    """Replace each quantisable nn.Linear of `model` by `make(linear)`; returns how many were swapped."""
+    names = fp8_module_names(model)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        model.get_submodule(parent_name).add_module(child, make(model.get_submodule(name)))
+    return len(names)
 
 
 def is_fp8_weight_key(key: str) -> bool:
@@ -152,14 +162,8 @@ def convert_to_fp8(model: nn.Module, bias_dtype: torch.dtype = torch.bfloat16) -
 
     Use on a meta-device model before loading an fp8 checkpoint. Returns how many layers were swapped.
     """
-    names = [n for n in fp8_module_names(model) if isinstance(model.get_submodule(n), nn.Linear)]
-    for name in names:
-        linear = model.get_submodule(name)
-        parent_name, _, child = name.rpartition(".")
-        fp8 = FP8Linear(linear.in_features, linear.out_features, linear.bias is not None, bias_dtype,
-                        device=linear.weight.device)
-        model.get_submodule(parent_name).add_module(child, fp8)
-    return len(names)
+    return _swap_linears(model, lambda linear: FP8Linear(
+        linear.in_features, linear.out_features, linear.bias is not None, bias_dtype, device=linear.weight.device))
 
 
 def quantise_model(model: nn.Module, matmul: str = "auto") -> int:
@@ -167,11 +171,7 @@ def quantise_model(model: nn.Module, matmul: str = "auto") -> int:
 
     The result equals loading the official fp8 conversion of the model's weights. Returns the count.
     """
-    linears = {n: m for n in fp8_module_names(model) if isinstance(m := model.get_submodule(n), nn.Linear)}
-    for name, linear in linears.items():
-        parent_name, _, child = name.rpartition(".")
-        model.get_submodule(parent_name).add_module(child, FP8Linear.from_linear(linear, matmul))
-    return len(linears)
+    return _swap_linears(model, lambda linear: FP8Linear.from_linear(linear, matmul))
 
 
 def set_fp8_matmul(model: nn.Module, matmul: str) -> int:

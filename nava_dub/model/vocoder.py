@@ -89,7 +89,7 @@ class LtxVocoder(nn.Module):
         super().__init__()
         if params.output_rate_hz % params.input_rate_hz:
             raise ValueError(f"BWE needs an integer rate ratio, got {params.input_rate_hz} -> {params.output_rate_hz}")
-        if math.prod(params.stage1.upsample_rates) % params.bwe_hop_samples:
+        if params.samples_per_mel_frame % params.bwe_hop_samples:
             # diffusers pads odd lengths through an attribute it does not have; keep lengths exact instead
             raise ValueError("stage-1 samples per mel frame must be a multiple of the BWE hop")
         self.params = params
