@@ -8,18 +8,20 @@ pyannote's telemetry is switched off before pyannote is imported.
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nava_dub.errors import WeightsError
+from nava_dub.speech_setup import (
+    SAMPLE_RATE_HZ,
+    go_offline,
+    loading,
+    quiet_library_logs,
+    require_model_folder,
+)
 from nava_dub.timeline import Span, Word
-
-SAMPLE_RATE_HZ = 16000
 
 
 @dataclass(frozen=True)
@@ -39,25 +41,18 @@ class Diarizer:
     """A loaded pyannote speaker-diarization pipeline; call it on a waveform."""
 
     def __init__(self, pipeline_dir: Path, device: str = "cpu") -> None:
-        if not (pipeline_dir / "config.yaml").is_file():
-            raise WeightsError(f"diarization model folder missing or incomplete: {pipeline_dir} (no config.yaml)",
-                               "put the pyannote pipeline there as weights/README.md describes")
-        # Before pyannote's import: it reads these at import time (telemetry is on by default).
-        os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
-        os.environ["HF_HUB_OFFLINE"] = "1"
+        require_model_folder(pipeline_dir, ("config.yaml",), "diarization")
+        go_offline()     # before pyannote's import: it reads the switches then
+        quiet_library_logs()
         import torch
         from pyannote.audio import Pipeline
         from pyannote.audio.telemetry import set_telemetry_metrics
 
         set_telemetry_metrics(False)
-        # Lightning announces at INFO each old-format checkpoint it upgrades in memory.
-        logging.getLogger("lightning.pytorch.utilities.migration.utils").setLevel(logging.WARNING)
-        try:
+        with loading(pipeline_dir, "diarization"):
             pipeline = Pipeline.from_pretrained(str(pipeline_dir))
-        except Exception as err:     # whatever the loader raises, the folder does not load
-            raise _unloadable(pipeline_dir, f": {err}") from err
-        if pipeline is None:     # pyannote returns None instead of raising on some load failures
-            raise _unloadable(pipeline_dir, "")
+            if pipeline is None:     # pyannote returns None instead of raising on some load failures
+                raise ValueError("pyannote returned no pipeline")
         self.pipeline = pipeline.to(torch.device(device))
 
     def __call__(self, waveform: np.ndarray, n_speakers: int | None = None, min_speakers: int | None = None,
@@ -75,11 +70,6 @@ class Diarizer:
         turns = [Turn(round(seg.start, 3), round(seg.end, 3), str(label))
                  for seg, _, label in annotation.itertracks(yield_label=True)]
         return sorted(turns, key=lambda t: (t.start_s, t.end_s, t.speaker))
-
-
-def _unloadable(pipeline_dir: Path, cause: str) -> WeightsError:
-    return WeightsError(f"diarization pipeline in {pipeline_dir} could not be loaded{cause}",
-                        "check its config.yaml and model folders (weights/README.md)")
 
 
 def load_diarizer(weights_dir: Path | str, device: str = "cpu") -> Diarizer:

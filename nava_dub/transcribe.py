@@ -6,24 +6,22 @@ VAD speech region (regions closer than `merge_gap_s` joined), so its bounds are 
 is, not where a possibly shaky alignment put the first and last letters; words are placed inside.
 
 Every model loads from a local folder under weights/speech/ (weights/README.md); nothing is
-downloaded. whisperx's quirks stay in this file.
+downloaded (speech_setup.py, shared with diarize.py, switches the hub offline and silences whisperx's
+stdout logger). whisperx's other quirks stay in this file.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nava_dub.errors import WeightsError
+from nava_dub.speech_setup import SAMPLE_RATE_HZ as SAMPLE_RATE_HZ  # re-exported: callers read the rate here
+from nava_dub.speech_setup import go_offline, loading, quiet_library_logs, require_model_folder
 from nava_dub.timeline import Span, Word
 
-SAMPLE_RATE_HZ = 16000                     # whisperx and pyannote work at 16 kHz
 LANGUAGES_WITHOUT_SPACES = ("ja", "zh")    # whisperx aligns these per character
 PUNKT_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
@@ -59,48 +57,6 @@ class SpeechOptions:
     vad_offset: float = 0.363
     max_decode_tokens: int | None = None   # cap per chunk (None: whisper's 448); tests use random weights
     cache_dir: Path | None = None      # for generated helper data; None: $XDG_CACHE_HOME/nava-dub
-
-
-def require_model_folder(folder: Path, needed: tuple[str, ...], what: str) -> Path:
-    """WeightsError naming the folder (and the first missing file) unless it holds `needed`."""
-    missing = [name for name in needed if not (folder / name).exists()]
-    if not folder.is_dir() or missing:
-        detail = "" if not folder.is_dir() else f" (no {missing[0]})"
-        raise WeightsError(f"{what} model folder missing or incomplete: {folder}{detail}",
-                           f"put the {what} model there as weights/README.md describes")
-    return folder
-
-
-@contextmanager
-def loading(folder: Path, what: str) -> Iterator[None]:
-    """A folder that is there but does not load (truncated file, other format) -> WeightsError."""
-    try:
-        yield
-    except Exception as err:     # whatever the loader raises, the folder does not load
-        raise WeightsError(f"{what} model in {folder} could not be loaded: {err}",
-                           "replace the folder with a complete copy (weights/README.md)") from err
-
-
-def go_offline() -> None:
-    """Hub libraries must never reach the network: every model is a local folder."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
-    import huggingface_hub.constants
-
-    huggingface_hub.constants.HF_HUB_OFFLINE = True   # in case the hub was imported before us
-
-
-def quiet_library_logs() -> None:
-    """whisperx gives its logger an INFO handler on *stdout* unless one exists (it would corrupt
-    `--json` output): give it a NullHandler first and let records propagate to the app's logging.
-    Lightning announces at INFO that it upgraded the old checkpoint inside the whisperx wheel."""
-    whisperx_log = logging.getLogger("whisperx")
-    if not any(isinstance(h, logging.NullHandler) for h in whisperx_log.handlers):
-        whisperx_log.handlers = [logging.NullHandler()]
-    whisperx_log.propagate = True
-    whisperx_log.setLevel(logging.NOTSET)
-    logging.getLogger("lightning.pytorch.utilities.migration.utils").setLevel(logging.WARNING)
 
 
 def punkt_data_dir(punkt_language: str, cache_dir: Path | None = None) -> Path:
