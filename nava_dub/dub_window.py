@@ -17,7 +17,7 @@ from nava_dub.geometry import CoverCrop
 from nava_dub.masks import active_frames, audio_keep_mask, video_keep_mask
 from nava_dub.options import DubOptions
 from nava_dub.progress import ProgressFn
-from nava_dub.source import NAVA_AUDIO_RATE_HZ, nava_size, read_window_source
+from nava_dub.source import NAVA_AUDIO_RATE_HZ, nava_geometry, read_window_source
 from nava_dub.timeline import Window
 
 REFERENCE_RATE_HZ = 16000     # ReDimNet hears 16 kHz mono
@@ -68,7 +68,8 @@ def embed_voices(models, voices: dict) -> dict:
 def load_dub_models(options: DubOptions, plan, progress: ProgressFn):   # plan: nava_dub.memory.MemoryPlan
     """Every NAVA model, placed as the memory plan says."""
     from nava_dub.placement import load_placed
-    return load_placed(options.weights_dir, plan, device=_device(options.device), progress=progress)
+    return load_placed(options.weights_dir, plan, device=None if options.device == "auto" else options.device,
+                       progress=progress)
 
 
 def window_conditions(models, embeddings: dict, windows, plan, progress: ProgressFn) -> dict:
@@ -90,13 +91,6 @@ def window_conditions(models, embeddings: dict, windows, plan, progress: Progres
 def _window_speakers(embeddings: dict, window: Window):
     import torch
     return torch.stack([embeddings[s.speaker] for s in window.spans])
-
-
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def window_seed(seed: int, window: Window) -> int:
@@ -123,9 +117,7 @@ def cache_key(info: media.MediaInfo, window: Window, options: DubOptions, voices
 
 
 def window_geometry(info: media.MediaInfo, options: DubOptions) -> CoverCrop:
-    width, height = media.require_video(info).display_size
-    height_px, width_px = nava_size(width, height, options.resolution_px)
-    return CoverCrop.for_sizes(width, height, width_px, height_px)
+    return nava_geometry(info, options.resolution_px)
 
 
 # --- one window ---------------------------------------------------------------------------------------
@@ -165,8 +157,7 @@ def generate_window(models, embeddings: dict, info: media.MediaInfo, window: Win
         f"window {window.index + 1} {stage}", done, total), conditioning=conditioning, memory=memory)
     waveform, rate = ((generated.waveform_48k, generated.sample_rate_48k_hz) if options.vocoder_48k
                       else (generated.waveform_16k, NAVA_AUDIO_RATE_HZ))
-    frames = None if video_mode == "keep" else generated.frames
-    return WindowResult(frames, tuple(regions) if video_mode == "face" else None,
+    return WindowResult(generated.frames, tuple(regions) if video_mode == "face" else None,
                         np.ascontiguousarray(waveform, dtype=np.float32), rate, note)
 
 

@@ -179,8 +179,8 @@ def conditioning_for(models: Models, request: GenerationRequest) -> Conditioning
 
 def encode_conditioning(models: Models, prompt: str, negative_prompt: str,
                         speakers: Tensor | None) -> Conditioning:
-    """umT5 contexts of a prompt and its negative, with the speaker rows [S, 192] of its `<S>` spans,
-    on the models' device (wherever the text encoder runs)."""
+    """umT5 contexts of a prompt and its negative, with the speaker rows [S, 192] of its `<S>` spans.
+    The contexts stay where umT5 ran (the speaker rows where they were given): the caller moves them."""
     positive, uncond = encode_text(models, [prompt, negative_prompt])
     if speakers is not None and speakers.shape[0] != len(positive.speaker_slot_positions):
         raise ModelError(f"{speakers.shape[0]} speaker embeddings for {len(positive.speaker_slot_positions)} "
@@ -188,7 +188,7 @@ def encode_conditioning(models: Models, prompt: str, negative_prompt: str,
     return Conditioning(
         context=positive.context, negative_context=uncond.context,
         speaker_embeddings=None if speakers is None else speakers.float(),
-        speaker_positions=positive.speaker_slot_positions if speakers is not None else ()).to(models.device)
+        speaker_positions=positive.speaker_slot_positions if speakers is not None else ())
 
 
 # --- generation -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from nava_dub.timeline import (
     seconds_to_frames_floor,
     snap_frames_down,
     snap_frames_up,
+    speakers_of,
 )
 
 
@@ -40,7 +41,7 @@ def plan_windows(spans: list[Span] | tuple[Span, ...], duration_s: float,
     windows, previous_end = [], 0
     for i, group in enumerate(groups):
         upper = seconds_to_frames_floor(groups[i + 1][0].start_s) if i + 1 < len(groups) else total_frames
-        start, n_frames = _place(group, previous_end, upper, total_frames, options)
+        start, n_frames = _place(group, previous_end, upper, total_frames, max_frames, options)
         windows.append(Window(i, start, n_frames, tuple(group), window_prompt(group, labels, options)))
         previous_end = start + n_frames
     return tuple(windows)
@@ -51,7 +52,7 @@ def _revoiced(spans, speakers: tuple[str, ...] | None) -> list[Span]:
         raise DubError("no speech found in the input", "check the input has spoken words, or pass --transcript")
     if speakers is None:
         return sorted(spans, key=lambda s: s.start_s)
-    known = sorted({s.speaker for s in spans if s.speaker})
+    known = speakers_of(spans)
     unknown = [s for s in speakers if s not in known]
     if unknown:
         raise UsageError(f"unknown speaker(s) {', '.join(unknown)} (found: {', '.join(known) or 'none'})",
@@ -114,7 +115,7 @@ def _group(pieces: list[Span], max_frames: int, options: PlanOptions) -> list[li
     return groups
 
 
-def _place(group: list[Span], lower: int, upper: int, total_frames: int,
+def _place(group: list[Span], lower: int, upper: int, total_frames: int, max_frames: int,
            options: PlanOptions) -> tuple[int, int]:
     """(start frame, 4k+1 frame count) covering the group; margins stay inside [lower, upper).
 
@@ -127,7 +128,7 @@ def _place(group: list[Span], lower: int, upper: int, total_frames: int,
     start = min(max(lower, seconds_to_frames_floor(max(0.0, group[0].start_s - options.margin_s))), core_start)
     end = max(min(upper, seconds_to_frames_ceil(group[-1].end_s + options.margin_s)), core_end)
     want = max(snap_frames_up(end - start), latent_frames_to_frames(options.min_latent_frames))
-    want = min(want, latent_frames_to_frames(options.max_latent_frames))
+    want = min(want, max_frames)
     end += max(0, min(want - (end - start), upper - end))
     start -= max(0, min(want - (end - start), start - lower))
     if end - start >= want:

@@ -36,13 +36,17 @@ def nava_size(width: int, height: int, resolution_px: int = 960) -> tuple[int, i
             max(TOKEN_PX, round(width_px * scale / TOKEN_PX) * TOKEN_PX))
 
 
-def read_window_source(info: media.MediaInfo, window: Window, resolution_px: int = 960) -> WindowSource:
-    video = media.require_video(info)
-    width, height = video.display_size
+def nava_geometry(info: media.MediaInfo, resolution_px: int = 960) -> CoverCrop:
+    """The input's displayed picture <-> the NAVA frame it is generated at."""
+    width, height = media.require_video(info).display_size
     height_px, width_px = nava_size(width, height, resolution_px)
-    geometry = CoverCrop.for_sizes(width, height, width_px, height_px)
+    return CoverCrop.for_sizes(width, height, width_px, height_px)
+
+
+def read_window_source(info: media.MediaInfo, window: Window, resolution_px: int = 960) -> WindowSource:
+    geometry = nava_geometry(info, resolution_px)
     duration_s = frames_to_seconds(window.n_frames)
-    frames = np.empty((window.n_frames, height_px, width_px, 3), dtype=np.uint8)
+    frames = np.empty((window.n_frames, geometry.dst_h, geometry.dst_w, 3), dtype=np.uint8)
     n_read = 0
     for i, frame in enumerate(media.iter_frames(info, window.start_s, duration_s, fps=NAVA_FPS)):
         frames[i] = geometry.to_target(frame)

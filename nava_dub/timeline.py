@@ -116,6 +116,11 @@ class Span:
         return self.end_s - self.start_s
 
 
+def speakers_of(spans: tuple[Span, ...] | list[Span]) -> tuple[str, ...]:
+    """The named speakers of spans, sorted (a span without a name, None or "", names none)."""
+    return tuple(sorted({s.speaker for s in spans if s.speaker}))
+
+
 @dataclass(frozen=True)
 class Window:
     """One NAVA generation: n_frames (4k+1) frames at 24 fps from start_frame, with its spans."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nava_dub.errors import TranscriptError
-from nava_dub.timeline import Span, Word
+from nava_dub.timeline import Span, Word, speakers_of
 
 FORMAT_VERSION = 1
 
@@ -27,10 +27,6 @@ FORMAT_VERSION = 1
 class Transcript:
     spans: tuple[Span, ...]
     speakers: tuple[str, ...]
-
-
-def speakers_of(spans: tuple[Span, ...] | list[Span]) -> tuple[str, ...]:
-    return tuple(sorted({s.speaker for s in spans if s.speaker}))
 
 
 # --- reading ---------------------------------------------------------------------------------

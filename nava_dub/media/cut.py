@@ -13,6 +13,7 @@ from nava_dub.media.info import (
     AudioStream,
     MediaInfo,
     as_info,
+    color_tags,
     exact_seconds,
     probe,
     require_audio,
@@ -50,10 +51,10 @@ def cut_excerpt(source: str | os.PathLike | MediaInfo, out_path: str | os.PathLi
         args += ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast"]
     else:
         args += ["-c:v", "ffv1", "-level", "3", "-g", "1"]
-    for option, value in (("-colorspace", video.color_space), ("-color_primaries", video.color_primaries),
-                          ("-color_trc", video.color_transfer), ("-color_range", video.color_range)):
-        if value and value != "unknown":
-            args += [option, value]
+    for option, value in color_tags(video).items():
+        args += [f"-{option}", value]
+    if video.color_range and video.color_range != "unknown":
+        args += ["-color_range", video.color_range]
     args += ["-c:a", _pcm_codec(audio), "-movflags", "+write_colr"]
     with _atomic(out) as tmp:
         _run(args + ["-y", str(tmp)], f"cutting {float(exact_seconds(start_s)):.3f} s of {info.path}")

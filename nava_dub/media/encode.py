@@ -29,6 +29,7 @@ from nava_dub.media.info import (
     VideoStream,
     as_info,
     color_matrix,
+    color_tags,
     exact_seconds,
     input_file,
     probe,
@@ -290,10 +291,7 @@ def _encoder_chain(picture: ffmpeg.nodes.FilterableStream, src: VideoStream, cod
                                   **_CODEC_OPTIONS.get(codec, {})}
     if codec == "libx265" and keep_rotation:
         options["tag:v"] = "hvc1"    # the tag Apple's players look for
-    for key, value in (("colorspace", src.color_space), ("color_primaries", src.color_primaries),
-                       ("color_trc", src.color_transfer)):
-        if value and value != "unknown":
-            options[key] = value
+    options.update(color_tags(src))
     return picture, options
 
 

@@ -298,3 +298,11 @@ def color_matrix(video: VideoStream) -> tuple[str, bool]:
     matrix = {"bt709": "bt709", "bt2020nc": "bt2020", "bt2020c": "bt2020", "smpte240m": "smpte240m",
               "fcc": "fcc"}.get(video.color_space or "", "bt601")
     return matrix, video.color_range == "pc" or video.pix_fmt.startswith("yuvj")
+
+
+def color_tags(video: VideoStream) -> dict[str, str]:
+    """The source's colour tags an encoder copies, as ffmpeg options: only those it states ("unknown" is none)."""
+    return {option: value for option, value in (("colorspace", video.color_space),
+                                                ("color_primaries", video.color_primaries),
+                                                ("color_trc", video.color_transfer))
+            if value and value != "unknown"}
