@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nava_dub.errors import DubError, MediaError, UsageError
-from nava_dub.options import DubOptions
+from nava_dub.options import OUTPUT_SUFFIXES, DubOptions
 from nava_dub.progress import ProgressFn, silent
 from nava_dub.record import record_path
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".m4v", ".avi", ".webm", ".mts", ".m2ts", ".ts", ".mpg",
                             ".mpeg", ".wmv", ".flv", ".3gp", ".mxf"})
-OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")   # the others are written as Matroska
 TRANSCRIPT_SUFFIXES = (".json", ".srt")
 UNREADABLE_LOCK_GRACE_S = 30   # a lock still empty after this long was left by a crash between create and write
 
@@ -213,25 +212,19 @@ def _describe(holder: dict | None) -> str:
 
 def preflight(options: DubOptions, first_input: Path) -> None:
     """The checks that do not depend on the input, once before the batch: options, --ref files, --face, weights."""
-    from nava_dub.pipeline import NAVA_COMPONENTS
-    from nava_dub.references import parse_refs
-    from nava_dub.weights import require_weights
+    from nava_dub.pipeline import check_settings
     options.validate(first_input)
-    parse_refs(list(options.refs))
-    if options.face_hint:
-        from nava_dub.face import parse_face_hint
-        parse_face_hint(options.face_hint)
-    require_weights(options.weights_dir, NAVA_COMPONENTS)
+    check_settings(options)
 
 
 # --- the run --------------------------------------------------------------------------------------------
 
 def run_batch(items: Sequence[BatchItem], make_options: Callable[[BatchItem], DubOptions], *, force: bool = False,
-              speech=None, models=None, progress_for: Callable[[int, BatchItem], ProgressFn] | None = None,
+              speech=None, progress_for: Callable[[int, BatchItem], ProgressFn] | None = None,
               on_result: Callable[[ItemResult], None] | None = None) -> tuple[ItemResult, ...]:
     """Dub every item in turn with one model stack (loaded on the first input that needs it)."""
     from nava_dub import pipeline
-    stack = models if isinstance(models, pipeline.NavaStack) else pipeline.NavaStack(models)
+    stack = pipeline.NavaStack()
     results = []
     for number, item in enumerate(items, 1):
         progress = progress_for(number, item) if progress_for else silent

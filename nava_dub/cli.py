@@ -251,15 +251,13 @@ def dub(
 
 
 def _show_dry_run(result) -> None:
-    from nava_dub.errors import ModelError
+    from nava_dub.pipeline import check_memory
     from nava_dub.render import render_estimate, render_plan
     render_plan(out, result.plan)
     if len(result.windows) != len(result.plan.windows):
         out.print(f"preview: windows {', '.join(str(w.index) for w in result.windows)}", highlight=False)
     render_estimate(out, result.estimate)
-    if not result.estimate.fits:
-        raise ModelError(result.estimate.problem() or "the GPU is too small",
-                         "use --memory low, a smaller --resolution, or a GPU with more free memory")
+    check_memory(result.estimate)
 
 
 @app.command()
@@ -451,7 +449,7 @@ def generate(
     frames: Annotated[int, typer.Option("--frames", help="Latent frames: 37 = 6.04 s, 61 = 10.04 s.")] = 37,
     size: Annotated[str | None, typer.Option("--size", help="WxH in pixels (default: 1280x704, or the image's "
                                                             "bucket).")] = None,
-    steps: Annotated[int, typer.Option("--steps", help="Sampling steps (NAVA uses 50).")] = 50,
+    steps: StepsOpt = 50,
     seed: Annotated[int, typer.Option("--seed", help="Line i uses seed + i.")] = 100,
     audio_48k: Annotated[bool, typer.Option("--audio-48k", help="Write the vocoder's 48 kHz sound.",
                                             rich_help_panel=ADVANCED)] = False,

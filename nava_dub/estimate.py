@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nava_dub.memory import GB, GenerationShape, MemoryPlan, plan_for_device
+from nava_dub.memory import GenerationShape, MemoryPlan, plan_for_device
 from nava_dub.options import Shortcuts
 from nava_dub.timeline import audio_tokens_for_latent_frames
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from nava_dub.model.transformer import NavaParams
 
 AUDIO_STEM_KERNEL = 7          # the audio stem's Conv1d and SwiGLU convolutions
-VAE_SPATIAL_FACTOR_PX = 16     # pixels per latent cell (Wan2.2 VAE)
 ASSUMED_EFFICIENCY = 0.4       # share of the nominal dense bf16 rate a pass achieves (bench/README.md targets 55%)
 CPU_FLOPS_PER_S = 5e10         # a rough figure for fp32 on a few cores: CPU runs suit tiny test weights only
 
@@ -84,11 +83,7 @@ class RunEstimate:
 
     def problem(self) -> str | None:
         """One line saying why the run cannot start, or None."""
-        if self.fits:
-            return None
-        free = self.memory.free_bytes or 0
-        return (f"{self.device.name} cannot hold NAVA in memory mode {self.memory.mode}: about "
-                f"{self.memory.estimate.peak_bytes / GB:.1f} GB needed, {free / GB:.1f} GB free")
+        return None if self.fits else self.memory.problem(self.device.name)
 
 
 def pass_flops(params: NavaParams, n_video_tokens: int, n_audio_tokens: int, *, masked: bool = False) -> int:
@@ -136,7 +131,9 @@ def estimate_run(params: NavaParams, windows: Sequence[tuple[int, int]], *, heig
     n_passes = n_passes_per_step(with_voices)
     passes = shortcuts.passes_per_step(model_timesteps(steps), n_passes)
     rate = flops_per_s(device)
-    latent_h, latent_w = height_px // VAE_SPATIAL_FACTOR_PX, width_px // VAE_SPATIAL_FACTOR_PX
+    largest = max((n for _, n in windows), default=1)
+    shape = GenerationShape(height_px, width_px, largest, n_passes)
+    latent_h, latent_w = shape.latent_size()
     costs = []
     for index, n_latent_frames in windows:
         n_video = math.prod(params.token_grid(n_latent_frames, latent_h, latent_w))
@@ -146,8 +143,6 @@ def estimate_run(params: NavaParams, windows: Sequence[tuple[int, int]], *, heig
         flops = sum(guided if p == n_passes else p * joint for p in passes)
         costs.append(WindowCost(index, n_latent_frames, n_video, n_audio, sum(passes), flops,
                                 None if rate is None else flops / rate))
-    largest = max((n for _, n in windows), default=1)
-    shape = GenerationShape(height_px, width_px, largest, n_passes)
     memory = plan_for_device(params, shape, memory_mode, device.kind == "cuda", device.free_bytes, weights_dtype)
     return RunEstimate(weights, device, steps, n_passes, height_px, width_px, memory, tuple(costs), rate,
                        sum(passes))

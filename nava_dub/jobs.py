@@ -68,9 +68,8 @@ class JobOptions:
                              "give both --width and --height, e.g. 1280 and 704, or neither")
         if not 1 <= self.steps <= 1000:
             raise UsageError(f"--steps {self.steps} is out of range", "use 1 to 1000 (NAVA uses 50)")
-        from nava_dub.memory import MODES
-        if self.memory not in MODES:
-            raise UsageError(f"--memory {self.memory!r} is not a mode", f"use one of {', '.join(MODES)}")
+        from nava_dub.memory import check_mode
+        check_mode(self.memory)
         return self
 
 
@@ -240,20 +239,20 @@ def _read_image(path: Path) -> Any:
 def _memory_plan(weights_dir: Path, jobs: list[Job], inputs: list[_Inputs], options: JobOptions) -> Any:
     """The MemoryPlan of the largest line on the run's device; a GPU too small fails here, before loading."""
     from nava_dub.errors import ModelError
-    from nava_dub.memory import GB, GenerationShape, plan_for_device
+    from nava_dub.estimate import n_passes_per_step
+    from nava_dub.memory import GenerationShape, plan_for_device
     from nava_dub.resources import device_info, transformer_facts
 
     target = device_info(options.device)
     params, _, weights_dtype = transformer_facts(weights_dir, target.kind == "cuda")
     shapes = [GenerationShape(*(_size(job, found, options) if job.task != "t2a" else (0, 0)),
-                              options.n_latent_frames, 3 + bool(job.speaker_wavs))
+                              options.n_latent_frames, n_passes_per_step(bool(job.speaker_wavs)))
               for job, found in zip(jobs, inputs, strict=True)]
     largest = max(shapes, key=lambda shape: (shape.n_tokens(params), shape.n_passes))
     plan = plan_for_device(params, largest, options.memory, target.kind == "cuda", target.free_bytes, weights_dtype)
-    if not plan.fits:
-        raise ModelError(f"{target.name} cannot hold NAVA in memory mode {plan.mode}: about "
-                         f"{plan.estimate.peak_bytes / GB:.1f} GB needed, {(plan.free_bytes or 0) / GB:.1f} GB free",
-                         "use --memory low, a smaller size, or a GPU with more free memory")
+    problem = plan.problem(target.name)
+    if problem:
+        raise ModelError(problem, "use --memory low, a smaller size, or a GPU with more free memory")
     return plan
 
 

@@ -56,6 +56,13 @@ LOW_TILES = (16, 30, 8, 16)
 LOW_MAX_GROUP_DIVISOR = 4                             # low mode streams groups of at most n_blocks/4 blocks
 
 
+def check_mode(mode: str) -> str:
+    """mode, when it is one of MODES; else the usage error every command gives for `--memory`."""
+    if mode not in MODES:
+        raise UsageError(f"--memory {mode!r} is not a mode", f"use one of {', '.join(MODES)}")
+    return mode
+
+
 @dataclass(frozen=True)
 class GenerationShape:
     """One window as the transformer sees it."""
@@ -109,6 +116,13 @@ class MemoryPlan:
     @property
     def fits(self) -> bool:
         return self.free_bytes is None or self.estimate.peak_bytes <= self.free_bytes * HEADROOM
+
+    def problem(self, device_name: str) -> str | None:
+        """One line saying why device_name cannot run this plan, or None when it fits."""
+        if self.fits:
+            return None
+        return (f"{device_name} cannot hold NAVA in memory mode {self.mode}: about "
+                f"{self.estimate.peak_bytes / GB:.1f} GB needed, {(self.free_bytes or 0) / GB:.1f} GB free")
 
     def summary(self) -> str:
         """One line for the dry run."""

@@ -47,6 +47,7 @@ class PlanOptions:
 
 
 RESOLUTIONS_PX = (960, 640, 512, 256, 128)   # 960 is NAVA's table; the others scale it (previews, CPU tests)
+OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")   # the containers a dub writes (a batch writes others as Matroska)
 
 
 @dataclass(frozen=True)
@@ -143,23 +144,23 @@ class DubOptions:
 
     def validate(self, input_path: Path) -> DubOptions:
         from nava_dub.masks import AUDIO_MODES, VIDEO_MODES
-        from nava_dub.memory import MODES
-        checks = [
-            (self.video_mode in VIDEO_MODES, f"--video {self.video_mode!r} is not a mode",
-             f"use one of {', '.join(VIDEO_MODES)}"),
-            (self.audio_mode in AUDIO_MODES, f"--audio {self.audio_mode!r} is not a mode",
-             f"use one of {', '.join(AUDIO_MODES)}"),
-            (self.hold in ("clean", "noised"), f"--hold {self.hold!r} is not a mode", "use clean or noised"),
-            (self.memory in MODES, f"--memory {self.memory!r} is not a mode", f"use one of {', '.join(MODES)}"),
-            (1 <= self.steps <= 1000, f"--steps {self.steps} is out of range", "use 1 to 1000 (NAVA uses 50)"),
-            (self.resolution_px in RESOLUTIONS_PX, f"--resolution {self.resolution_px} is not a size table",
-             "use 960 (NAVA's), 640, 512, 256 or 128"),
-            (self.output.suffix.lower() in (".mp4", ".mov", ".mkv", ".m4v"), f"output {self.output} is not a video file",
-             "name the output .mp4, .mov, .mkv or .m4v"),
-        ]
-        for ok, message, hint in checks:
-            if not ok:
-                raise UsageError(message, hint)
-        if self.output.resolve() == Path(input_path).resolve():
-            raise UsageError(f"the output {self.output} is the input", "write the dub to another file")
+        from nava_dub.memory import check_mode
+        _require(self.video_mode in VIDEO_MODES, f"--video {self.video_mode!r} is not a mode",
+                 f"use one of {', '.join(VIDEO_MODES)}")
+        _require(self.audio_mode in AUDIO_MODES, f"--audio {self.audio_mode!r} is not a mode",
+                 f"use one of {', '.join(AUDIO_MODES)}")
+        _require(self.hold in ("clean", "noised"), f"--hold {self.hold!r} is not a mode", "use clean or noised")
+        check_mode(self.memory)
+        _require(1 <= self.steps <= 1000, f"--steps {self.steps} is out of range", "use 1 to 1000 (NAVA uses 50)")
+        _require(self.resolution_px in RESOLUTIONS_PX, f"--resolution {self.resolution_px} is not a size table",
+                 "use 960 (NAVA's), 640, 512, 256 or 128")
+        _require(self.output.suffix.lower() in OUTPUT_SUFFIXES, f"output {self.output} is not a video file",
+                 "name the output .mp4, .mov, .mkv or .m4v")
+        _require(self.output.resolve() != Path(input_path).resolve(), f"the output {self.output} is the input",
+                 "write the dub to another file")
         return self
+
+
+def _require(ok: bool, message: str, hint: str) -> None:
+    if not ok:
+        raise UsageError(message, hint)

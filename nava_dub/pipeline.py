@@ -22,7 +22,7 @@ from nava_dub.options import DubOptions, PlanOptions
 from nava_dub.plan import plan_windows, window_summary
 from nava_dub.progress import ProgressFn, silent
 from nava_dub.selection import Selection, excerpt_start, select_windows, shift_window
-from nava_dub.timeline import NAVA_FPS, Span, Window
+from nava_dub.timeline import NAVA_FPS, Span, Window, speakers_of
 from nava_dub.transcribe import SAMPLE_RATE_HZ, SpeechOptions
 
 if TYPE_CHECKING:
@@ -63,10 +63,15 @@ class SpeechStack:
 
 
 def analyse(input_path: Path, *, transcript_path: Path | None, speech: SpeechStack,
-            n_speakers: int | None = None, progress: ProgressFn = silent) -> Analysis:
-    """The input's spans with speakers: from a transcript file, or recognised from its speech."""
-    info = media.probe(input_path)
-    media.require_audio(info)
+            n_speakers: int | None = None, progress: ProgressFn = silent,
+            info: media.MediaInfo | None = None) -> Analysis:
+    """The input's spans with speakers: from a transcript file, or recognised from its speech.
+
+    info: the input already probed and found to have sound (spares probing it again).
+    """
+    if info is None:
+        info = media.probe(input_path)
+        media.require_audio(info)
     if transcript_path is not None:
         from nava_dub.transcript import read_transcript
         transcript = read_transcript(transcript_path, duration_s=info.duration_s)
@@ -86,7 +91,7 @@ def analyse(input_path: Path, *, transcript_path: Path | None, speech: SpeechSta
     turns = diarizer(waveform, n_speakers=n_speakers)
     spans = assign_speakers(spans, turns)
     progress("find speakers", 1, 1)
-    speakers = tuple(sorted({s.speaker for s in spans if s.speaker}))
+    speakers = speakers_of(spans)
     return Analysis(info, tuple(spans), speakers, tuple(turns))
 
 
@@ -149,7 +154,6 @@ class NavaStack:
     def __init__(self, models=None) -> None:
         self._models = models
         self.plan = None                 # the memory.MemoryPlan the models were placed by (None: preloaded)
-        self.n_loads = 0
 
     @property
     def loaded(self) -> bool:
@@ -159,7 +163,6 @@ class NavaStack:
         if self._models is None:
             from nava_dub.dub_window import load_dub_models
             self._models, self.plan = load_dub_models(options, plan, progress), plan
-            self.n_loads += 1
         return self._models
 
 
@@ -237,10 +240,24 @@ def dry_run(input_path: Path, options: DubOptions, *, speech: SpeechStack | None
     return DryRun(PlanResult(checked.analysis, checked.windows), windows, estimate)
 
 
+def check_settings(options: DubOptions) -> tuple:
+    """The checks of a dub's settings that no input changes, in this order: --ref files, --face, the weights.
+
+    Returns (the parsed references.RefChoice, {component: weight path}).
+    """
+    from nava_dub.references import parse_refs
+    from nava_dub.weights import require_weights
+
+    refs = parse_refs(list(options.refs))
+    if options.face_hint:
+        from nava_dub.face import parse_face_hint
+        parse_face_hint(options.face_hint)
+    return refs, require_weights(options.weights_dir, NAVA_COMPONENTS)
+
+
 def _check(input_path: Path, options: DubOptions, speech: SpeechStack | None, progress: ProgressFn,
            timer: _Timer) -> _Checked:
-    from nava_dub.references import check_ref_speakers, parse_refs
-    from nava_dub.weights import require_weights
+    from nava_dub.references import check_ref_speakers
 
     options.validate(input_path)
     with timer("probe"):
@@ -248,14 +265,11 @@ def _check(input_path: Path, options: DubOptions, speech: SpeechStack | None, pr
         media.require_video(info)
         media.require_audio(info)
     media.check_output_path(info, options.output)
-    refs = parse_refs(list(options.refs))
-    if options.face_hint:
-        from nava_dub.face import parse_face_hint
-        parse_face_hint(options.face_hint)
-    weight_paths = require_weights(options.weights_dir, NAVA_COMPONENTS)
+    refs, weight_paths = check_settings(options)
     speech = speech or SpeechStack(options.weights_dir)
     with timer("front end"):
-        analysis = _named(analyse(input_path, transcript_path=options.transcript, speech=speech, progress=progress))
+        analysis = _named(analyse(input_path, transcript_path=options.transcript, speech=speech, progress=progress,
+                                  info=info))
         windows = plan_windows(analysis.spans, info.duration_s, PlanOptions(speakers=options.speakers))
     check_ref_speakers(refs, list(analysis.speakers))
     return _Checked(info, refs, weight_paths, analysis, windows)
@@ -366,7 +380,7 @@ class _Nava:
         self.job = job
         own = resources.estimate_dub(job.checked.info, windows, job.options)
         if not job.stack.loaded:
-            _check_memory(own)
+            check_memory(own)
         with job.timer("load models"):
             self.models = job.stack.get(job.options, own.memory, job.progress)
         # a later input of a batch runs as the first one placed the models (a new plan could not move them)
@@ -380,11 +394,10 @@ class _Nava:
             return dub_window.window_conditions(self.models, self.embeddings, windows, self.plan, self.job.progress)
 
 
-def _check_memory(estimate: RunEstimate) -> None:
+def check_memory(estimate: RunEstimate) -> None:
     """Say before loading, not after minutes of it, that the GPU cannot hold the model in the chosen mode."""
     if not estimate.fits:
-        raise ModelError(estimate.problem() or "the GPU is too small",
-                         "use --memory low, a smaller --resolution, or a GPU with more free memory")
+        raise ModelError(estimate.problem(), "use --memory low, a smaller --resolution, or a GPU with more free memory")
 
 
 def _write(job: _Job, source: media.MediaInfo, windows: tuple[Window, ...], results: list,

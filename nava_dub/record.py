@@ -39,6 +39,4 @@ def write_run_record(output: Path, record: dict) -> Path:
 def _plain(value):
     if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
-    if isinstance(value, Path):
-        return str(value)
     return str(value)

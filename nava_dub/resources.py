@@ -17,11 +17,10 @@ def estimate_for(info: media.MediaInfo, windows: Sequence[Window], *, weights_di
                  resolution_px: int = 960, device: str = "auto", memory_mode: str = "auto",
                  shortcuts: Shortcuts = Shortcuts()) -> RunEstimate:
     """Passes, memory and time of the windows, with the transformer of weights_dir on the device."""
-    from nava_dub.memory import MODES
+    from nava_dub.memory import check_mode
     from nava_dub.source import nava_size
 
-    if memory_mode not in MODES:
-        raise UsageError(f"--memory {memory_mode!r} is not a mode", f"use one of {', '.join(MODES)}")
+    check_mode(memory_mode)
     target = device_info(device)
     params, label, weights_dtype = transformer_facts(weights_dir, target.kind == "cuda")
     width, height = media.require_video(info).display_size
