@@ -26,6 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.measure import (
+    compute_dtype,
     environment,
     gigabytes,
     median,
@@ -66,7 +67,7 @@ def build_components(size: str, device: torch.device) -> Components:
     from nava_dub.model.vocoder import LTX23_VOCODER, LTX23_VOCODER_TINY, LtxVocoder
 
     tiny = size == "tiny"
-    text_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    text_dtype = compute_dtype(device)
     # built where they run on a GPU: no host copy of the 11 GB text encoder (slow to build on the CPU)
     with torch.device(device) if device.type == "cuda" else contextlib.nullcontext():
         parts = Components(TextEncoder(tiny_umt5_config() if tiny else umt5_xxl_config()).to(text_dtype),

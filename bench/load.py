@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from bench.measure import proc_status_bytes, write_json
 from nava_dub.checkpoint import CHECKPOINT_PREFIX, SAFETENSORS_DTYPES, load_transformer
 from nava_dub.model.fp8 import FP8_DTYPE, SCALE_SUFFIX, convert_to_fp8, quantise_weight
 from nava_dub.model.offload import offload_blocks
@@ -82,10 +83,8 @@ def write_streaming(path: Path, specs: dict[str, tuple[torch.dtype, tuple[int, .
 
 
 def _status_gib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024 / GIB
-    return math.nan
+    n_bytes = proc_status_bytes(field)
+    return math.nan if n_bytes is None else n_bytes / GIB
 
 
 def measure(path: Path, size: str, offload_group: int | None = None, device: str = "cpu") -> dict[str, float]:
@@ -150,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"size": args.size, "dtype": args.dtype, "offload_group": args.offload, "n_tensors": len(specs),
               "file_gib": file_bytes / GIB,
               "write_s": write_s, **json.loads(child.stdout.splitlines()[-1])}
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    write_json(args.json, result)
     print(json.dumps(result, indent=1))
     return 0
 

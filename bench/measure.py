@@ -77,15 +77,20 @@ def peak_gpu_bytes(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
-def host_peak_rss_bytes() -> int | None:
-    """The process's peak resident set (VmHWM), or None where /proc is missing."""
+def proc_status_bytes(field: str) -> int | None:
+    """A kB field of /proc/self/status (VmRSS, VmHWM, ...) in bytes, or None where /proc or the field is missing."""
     status = Path("/proc/self/status")
     if not status.is_file():
         return None
     for line in status.read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def host_peak_rss_bytes() -> int | None:
+    """The process's peak resident set (VmHWM), or None where /proc is missing."""
+    return proc_status_bytes("VmHWM")
 
 
 def environment(device: torch.device) -> dict[str, object]:

@@ -57,6 +57,7 @@ from bench.measure import (
     synchronize,
     write_json,
 )
+from nava_dub import estimate
 from nava_dub.guidance import Branch, Conditioning, GuidanceScales, branches, nava_velocity
 from nava_dub.memory import GenerationShape, plan_memory
 from nava_dub.model.fp8 import fp8_matmul_granularity, quantise_model
@@ -68,7 +69,6 @@ from nava_dub.sampler import draw_nava_noise, sample
 DEFAULT_SHAPES = {"release": "704x1280x37,960x960x37,480x832x37", "tiny": "64x96x3,32x32x2"}
 SPEAKER_DIM = 192
 N_PROMPT_TOKENS, N_NEGATIVE_TOKENS = 200, 120   # umT5 rows of a typical dubbing prompt and the negative one
-CONV_KERNEL = 7                                 # audio stem convolutions
 
 
 def parse_shape(text: str) -> GenerationShape:
@@ -81,22 +81,16 @@ def parse_shape(text: str) -> GenerationShape:
 
 def pass_flops(p: NavaParams, n_video_tokens: int, n_audio_tokens: int, *, masked: bool = False,
                n_time_levels: int = 1, include_context: bool = False, n_speakers: int = 0) -> int:
-    """FLOP of one transformer pass of one sample (the formula of the module docstring)."""
-    d, lt, lv, la = p.dim, p.n_text_tokens, n_video_tokens, n_audio_tokens
-    n = lv + la
-    patch = math.prod(p.patch_size) * p.video_in_channels
-    groups = lv**2 + la**2 if masked else n**2
-    stems = 2 * lv * patch * d + 2 * la * CONV_KERNEL * (p.audio_in_channels * d + 3 * d * p.audio_hidden_dim)
-    time_mlp = 2 * n_time_levels * (p.freq_dim * d + d * d + 6 * d * d)
+    """FLOP of one transformer pass of one sample (the formula of the module docstring).
 
-    def block(n_streams: int) -> int:
-        return (8 * n * d * d + 4 * d * groups + 4 * n * d * d + 4 * n_streams * lt * d * d
-                + 4 * n * lt * d + 4 * n * d * p.ffn_dim)
-
-    blocks = p.n_double_blocks * block(2) + p.n_single_blocks * block(1)
-    heads = 2 * lv * d * math.prod(p.patch_size) * p.video_out_channels + 2 * la * d * p.audio_out_channels
+    estimate.pass_flops counts one time-MLP row and no context; the extra rows and the once-per-window
+    context MLPs are added here, so FlopCounterMode can check the whole forward.
+    """
+    d, lt = p.dim, p.n_text_tokens
+    extra_time_rows = 2 * (n_time_levels - 1) * (p.freq_dim * d + d * d + 6 * d * d)
     context = 2 * lt * (p.text_dim * d + d * d) + 2 * n_speakers * (SPEAKER_DIM * d + d * d)
-    return stems + time_mlp + blocks + heads + (context if include_context else 0)
+    return (estimate.pass_flops(p, n_video_tokens, n_audio_tokens, masked=masked) + extra_time_rows
+            + (context if include_context else 0))
 
 
 def build_model(params: NavaParams, device: torch.device, dtype: torch.dtype, seed: int = 0) -> NavaTransformer:

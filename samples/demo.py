@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nava_dub.cli import main
 from nava_dub.tiny_weights import write_tiny_weights
+from nava_dub.weights import is_tiny_folder
 
 HERE = Path(__file__).parent
 OUT = HERE.parent / "out" / "demo"
@@ -20,7 +21,7 @@ OUT = HERE.parent / "out" / "demo"
 
 def run() -> None:
     weights = OUT / "tiny-weights"
-    if not (weights / "TINY").exists():
+    if not is_tiny_folder(weights):
         write_tiny_weights(weights)
     args = [str(HERE / "two_voices.mp4"), "--transcript", str(HERE / "two_voices.json"),
             "-o", str(OUT / "two_voices.dub.mp4"), "--weights", str(weights),

@@ -15,12 +15,9 @@ def speech_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def speech_stack(speech_models, tmp_path_factory):
-    from nava_dub.pipeline import SpeechStack
-    from nava_dub.transcribe import SpeechOptions
-    from tests.speech_models import TEST_SPEECH_OPTIONS
-    options = SpeechOptions(**TEST_SPEECH_OPTIONS, cache_dir=tmp_path_factory.mktemp("speech-cache"))
-    return SpeechStack(speech_models.weights_dir, options)
+def speech_stack(tmp_path_factory):
+    from tests.speech_models import session_speech_stack
+    return session_speech_stack(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -365,23 +365,28 @@ TEST_SPEECH_OPTIONS = dict(language="en", n_threads=1, batch_size=4, max_decode_
                            chunk_s=6.0)   # random alignment packs a chunk's words at its start: one region per chunk
 
 
-def session_transcriber(tmp_path_factory):
-    """A loaded nava_dub Transcriber over the session's tiny models."""
-    if "transcriber" not in _SESSION_MODELS:
-        from nava_dub.transcribe import SpeechOptions, load_transcriber
+def session_speech_stack(tmp_path_factory):
+    """One nava_dub SpeechStack per pytest process over the session's tiny models: the conftest
+    fixture returns it and the transcriber and diarizer below are its models, so they load once."""
+    if "stack" not in _SESSION_MODELS:
+        from nava_dub.pipeline import SpeechStack
+        from nava_dub.transcribe import SpeechOptions
 
         paths = session_speech_models(tmp_path_factory)
         options = SpeechOptions(**TEST_SPEECH_OPTIONS, cache_dir=tmp_path_factory.mktemp("speech-cache"))
-        _SESSION_MODELS["transcriber"] = load_transcriber(paths.weights_dir, options)
-    return _SESSION_MODELS["transcriber"]
+        _SESSION_MODELS["stack"] = SpeechStack(paths.weights_dir, options)
+    return _SESSION_MODELS["stack"]
+
+
+def session_transcriber(tmp_path_factory):
+    """A loaded nava_dub Transcriber over the session's tiny models."""
+    transcriber, _ = session_speech_stack(tmp_path_factory).models()
+    return transcriber
 
 
 def session_diarizer(tmp_path_factory):
-    if "diarizer" not in _SESSION_MODELS:
-        from nava_dub.diarize import load_diarizer
-
-        _SESSION_MODELS["diarizer"] = load_diarizer(session_speech_models(tmp_path_factory).weights_dir)
-    return _SESSION_MODELS["diarizer"]
+    _, diarizer = session_speech_stack(tmp_path_factory).models()
+    return diarizer
 
 
 def session_dialogue_analysis(tmp_path_factory):
@@ -408,7 +413,7 @@ def _write_wav_mono(path: Path, waveform: np.ndarray) -> None:
 
 
 __all__ = ["SpeechModelPaths", "build_speech_models", "session_speech_models", "synth_dialogue",
-           "session_dialogue", "session_transcriber", "session_diarizer", "session_dialogue_analysis",
+           "session_dialogue", "session_speech_stack", "session_transcriber", "session_diarizer", "session_dialogue_analysis",
            "torch_threads", "Dialogue",
            "Utterance", "Voice",
            "decode_mono_16k"]

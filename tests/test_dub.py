@@ -12,7 +12,7 @@ from nava_dub.options import DubOptions
 from nava_dub.pipeline import dub
 from nava_dub.timeline import Span
 from nava_dub.transcript import write_transcript
-from tests import tiny_nava
+from tests import fake_nava, tiny_nava
 from tests.clips import ffmpeg, make_talking_clip, spoken_lines
 from tests.speech_models import torch_threads
 
@@ -41,17 +41,9 @@ def _clip_with_transcript(folder: Path, *, face: bool, audio_codec="pcm_s16le", 
     return clip, transcript, lines
 
 
-def _reference(folder: Path) -> Path:
-    path = folder / "voice.wav"
-    if not path.exists():
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), "This is the voice that every speaker "
-                        "of the dub borrows, long enough for a timbre embedding."], check=True)
-    return path
-
-
 def _dub(clip, transcript, output, **options):
     defaults = dict(output=output, transcript=transcript, weights_dir=tiny_nava.weights_dir(), steps=2,
-                    resolution_px=128, device="cpu", codec="ffv1", refs=(str(_reference(clip.parent)),))
+                    resolution_px=128, device="cpu", codec="ffv1", refs=(str(fake_nava.voice(clip.parent)),))
     with torch_threads(2):
         return dub(clip, DubOptions(**{**defaults, **options}), models=tiny_nava.models())
 

@@ -1,4 +1,4 @@
-"""Dry-run estimates: passes per window, FLOP against the bench count, memory verdicts and time, the weights read."""
+"""Dry-run estimates: passes per window, FLOP against the bench notes, memory verdicts and time, the weights read."""
 
 import json
 import struct
@@ -6,7 +6,6 @@ import struct
 import pytest
 import torch
 
-from bench.step import pass_flops as bench_pass_flops
 from nava_dub.errors import UsageError
 from nava_dub.estimate import (
     ASSUMED_EFFICIENCY,
@@ -26,15 +25,6 @@ from tests.fake_nava import fake_weights
 RELEASE = PRESETS["release"]
 GB = 10**9
 H200 = DeviceInfo("cuda", "NVIDIA H200", 150 * GB, 140 * GB)
-
-
-@pytest.mark.parametrize("preset", ["release", "tiny"])
-@pytest.mark.parametrize("masked", [False, True])
-def test_pass_flops_equal_the_bench_count(preset, masked):
-    params = PRESETS[preset]
-    for n_video, n_audio in ((32_560, 152), (7, 3)):
-        assert pass_flops(params, n_video, n_audio, masked=masked) == bench_pass_flops(
-            params, n_video, n_audio, masked=masked)
 
 
 def test_the_default_window_costs_what_the_bench_readme_says():
