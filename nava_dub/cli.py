@@ -180,6 +180,7 @@ def _dub_options(values: dict, output: Path, transcript: Path | None):
     v = values
     return DubOptions(
         output=output, refs=tuple(v["ref"] or ()), transcript=transcript, speakers=_speakers(v["speakers"]),
+        n_speakers=v["num_speakers"],
         video_mode=v["video"], audio_mode=v["audio"], face_hint=v["face"], steps=v["steps"], seed=v["seed"],
         hold=v["hold"], guidance=GuidanceOptions(v["guidance_video"], v["guidance_audio"], v["guidance_video_align"],
                                                  v["guidance_audio_align"], v["guidance_timbre"]),

@@ -124,6 +124,7 @@ class DubOptions:
     refs: tuple[str, ...] = ()                   # --ref FILE or SPEAKER=FILE, as typed
     transcript: Path | None = None
     speakers: tuple[str, ...] | None = None
+    n_speakers: int | None = None                # --num-speakers for diarization; None = detect
     video_mode: str = "face"                     # face | keep | full
     audio_mode: str = "speech"                   # speech | full
     face_hint: str | None = None                 # --face X,Y,W,H in source pixels

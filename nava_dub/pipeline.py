@@ -268,8 +268,8 @@ def _check(input_path: Path, options: DubOptions, speech: SpeechStack | None, pr
     refs, weight_paths = check_settings(options)
     speech = speech or SpeechStack(options.weights_dir)
     with timer("front end"):
-        analysis = _named(analyse(input_path, transcript_path=options.transcript, speech=speech, progress=progress,
-                                  info=info))
+        analysis = _named(analyse(input_path, transcript_path=options.transcript, speech=speech,
+                                  n_speakers=options.n_speakers, progress=progress, info=info))
         windows = plan_windows(analysis.spans, info.duration_s, PlanOptions(speakers=options.speakers))
     check_ref_speakers(refs, list(analysis.speakers))
     return _Checked(info, refs, weight_paths, analysis, windows)

@@ -221,6 +221,18 @@ def test_dry_run_checks_everything_and_loads_and_writes_nothing(tmp_path, kit, m
     assert broken.exit_code == 2 and "--face" in broken.stderr
 
 
+def test_num_speakers_reaches_the_speaker_search_of_a_dub(tmp_path, kit, monkeypatch):
+    from nava_dub import pipeline
+    from tests import fake_nava
+    fake_nava.install(monkeypatch)
+    asked, analyse = [], pipeline.analyse
+    monkeypatch.setattr(pipeline, "analyse", lambda *a, **kw: (asked.append(kw["n_speakers"]), analyse(*a, **kw))[1])
+    for extra, expected in ((["--num-speakers", "3"], 3), ([], None)):
+        result = _run(*_dub_args(kit, tmp_path / "o.mp4", "--dry-run", *extra))
+        assert result.exit_code == 0, result.output
+        assert asked.pop() == expected
+
+
 def test_pass_shortcuts_are_parsed_checked_and_counted_by_the_dry_run(tmp_path, kit, monkeypatch):
     from tests import fake_nava
     fake_nava.install(monkeypatch)
